@@ -1,0 +1,8 @@
+"""Pre-training objectives in pure torch: MoCo-v3, the noise-resilient contrastive loss and the pose loss.
+
+No Lightning and no ``torch.distributed`` here: the caller gathers keys across ranks and passes them in.
+"""
+
+from aptvit.objectives.moco import Embedding, MoCo, cosine_momentum, info_nce, symmetric_info_nce
+
+__all__ = ["Embedding", "MoCo", "cosine_momentum", "info_nce", "symmetric_info_nce"]

@@ -1,0 +1,212 @@
+"""Pre-training objectives: InfoNCE, MoCo-v3 branches and schedule, NRCL, phase consistency, pose loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from aptvit.models import create_encoder
+from aptvit.models.apt import PhaseSelection
+from aptvit.models.heads import MLPHead
+from aptvit.objectives import MoCo, cosine_momentum, info_nce, symmetric_info_nce
+
+# ---------------------------------------------------------------------------------------------------------
+# InfoNCE
+
+
+def _hand_info_nce(query: list[float], keys: list[list[float]], positive: int, temperature: float) -> float:
+    """−log softmax(q̂·k̂ / τ)[positive], written out with math."""
+    unit = [value / math.hypot(*query) for value in query]
+    logits = [
+        sum(u * k / math.hypot(*key) for u, k in zip(unit, key, strict=True)) / temperature for key in keys
+    ]
+    return -logits[positive] + math.log(sum(math.exp(logit) for logit in logits))
+
+
+QUERIES = [[2.0, 0.0], [0.0, -3.0]]
+KEYS = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
+
+
+@pytest.mark.parametrize("temperature", [0.2, 0.5, 1.0])
+def test_info_nce_matches_hand_computed_value(temperature: float) -> None:
+    positive = torch.tensor([0, 1])
+    loss = info_nce(torch.tensor(QUERIES), torch.tensor(KEYS), positive, temperature)
+    per_sample = [_hand_info_nce(q, KEYS, p, temperature) for q, p in zip(QUERIES, [0, 1], strict=True)]
+    assert loss.item() == pytest.approx(2 * temperature * sum(per_sample) / 2, rel=1e-6)
+    # Query 0 has its positive as nearest key: a lower temperature sharpens it and lowers its loss.
+    assert per_sample[0] < _hand_info_nce(QUERIES[0], KEYS, 0, 2 * temperature)
+
+
+def test_info_nce_weights_average_the_samples() -> None:
+    positive = torch.tensor([0, 1])
+    weights = torch.tensor([1.0, 3.0])
+    loss = info_nce(torch.tensor(QUERIES), torch.tensor(KEYS), positive, 0.5, weights)
+    first, second = (_hand_info_nce(q, KEYS, p, 0.5) for q, p in zip(QUERIES, [0, 1], strict=True))
+    assert loss.item() == pytest.approx(2 * 0.5 * (first + 3 * second) / 4, rel=1e-6)
+
+
+def test_info_nce_falls_as_queries_move_towards_their_keys() -> None:
+    generator = torch.Generator().manual_seed(0)
+    keys = torch.randn(12, 8, generator=generator)
+    positive = torch.arange(4) * 3
+    queries = torch.randn(4, 8, generator=generator)
+    losses = [
+        info_nce((1 - t) * queries + t * keys[positive], keys, positive, 0.2).item()
+        for t in (0.0, 0.25, 0.5, 0.75, 1.0)
+    ]
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:], strict=False)), losses
+    # Its gradient moves them there too: one step of gradient descent lowers it.
+    queries.requires_grad_()
+    loss = info_nce(queries, keys, positive, 0.2)
+    loss.backward()
+    assert info_nce(queries.detach() - 0.5 * queries.grad, keys, positive, 0.2) < loss
+
+
+def test_symmetric_info_nce_is_the_sum_of_both_directions_and_symmetric() -> None:
+    generator = torch.Generator().manual_seed(1)
+    q1, q2, k1, k2 = (torch.randn(3, 5, generator=generator) for _ in range(4))
+    positive = torch.tensor([0, 1, 2])
+    loss = symmetric_info_nce(q1, q2, k1, k2, positive, 0.2)
+    expected = info_nce(q1, k2, positive, 0.2) + info_nce(q2, k1, positive, 0.2)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(symmetric_info_nce(q2, q1, k2, k1, positive, 0.2), loss)
+
+
+def test_info_nce_rejects_bad_input() -> None:
+    queries, keys = torch.randn(2, 4), torch.randn(3, 4)
+    with pytest.raises(ValueError, match="temperature"):
+        info_nce(queries, keys, torch.tensor([0, 1]), 0.0)
+    with pytest.raises(ValueError, match="positive_index"):
+        info_nce(queries, keys, torch.tensor([0.0, 1.0]), 0.2)
+    with pytest.raises(ValueError, match="keys"):
+        info_nce(queries, torch.randn(3, 5), torch.tensor([0, 1]), 0.2)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Momentum schedule and MoCo branches
+
+
+def test_cosine_momentum_end_points_and_shape() -> None:
+    assert cosine_momentum(0, 100, 0.99) == pytest.approx(0.99, abs=1e-15)
+    assert cosine_momentum(100, 100, 0.99) == 1.0
+    assert cosine_momentum(50, 100, 0.99) == pytest.approx(0.995, abs=1e-12)
+    values = [cosine_momentum(step, 100, 0.9) for step in range(101)]
+    assert all(later >= earlier for earlier, later in zip(values, values[1:], strict=False))
+    with pytest.raises(ValueError, match="step"):
+        cosine_momentum(101, 100, 0.99)
+    with pytest.raises(ValueError, match="base_momentum"):
+        cosine_momentum(0, 100, 1.5)
+
+
+class _PatchEncoder(nn.Module):
+    """Stand-in with the encoder API: 2³ patches → linear tokens, no phase selection."""
+
+    def __init__(self, embed_dim: int = 6) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, embed_dim)
+        self.phase_modes: list[str] = []
+
+    def forward_features(
+        self, volume: torch.Tensor, phase_mode: str = "argmax", return_selection: bool = False
+    ) -> tuple[torch.Tensor, PhaseSelection]:
+        self.phase_modes.append(phase_mode)
+        batch = volume.shape[0]
+        patches = volume.reshape(batch, 2, 2, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6).reshape(batch, 8, 8)
+        return self.embed(patches), PhaseSelection(volume, torch.zeros(batch, 3, dtype=torch.long), None)
+
+    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens.mean(dim=1)
+
+
+def _stub_moco() -> MoCo:
+    torch.manual_seed(0)
+    return MoCo(_PatchEncoder(), MLPHead(3, 6, 10, 4), MLPHead(2, 4, 10, 4))
+
+
+def _tiny_encoder(phase_selector: str) -> nn.Module:
+    return create_encoder("aptvit_tiny_p8", embed_dim=32, depth=1, num_heads=2, phase_selector=phase_selector)
+
+
+def _real_moco(phase_selector: str) -> MoCo:
+    torch.manual_seed(0)
+    return MoCo(_tiny_encoder(phase_selector), MLPHead(3, 32, 16, 8), MLPHead(2, 8, 16, 8))
+
+
+MOCO_BUILDERS = {
+    "stub": (_stub_moco, (4, 1, 4, 4, 4)),
+    "norm": (lambda: _real_moco("norm"), (4, 1, 16, 16, 16)),
+    "fixed": (lambda: _real_moco("fixed"), (4, 1, 16, 16, 16)),
+    "steerable": (lambda: _real_moco("steerable"), (4, 1, 16, 16, 16)),
+}
+
+
+@pytest.fixture(params=list(MOCO_BUILDERS))
+def moco_and_shape(request: pytest.FixtureRequest) -> tuple[MoCo, tuple[int, ...]]:
+    build, shape = MOCO_BUILDERS[request.param]
+    return build(), shape
+
+
+def test_momentum_branch_starts_equal_and_frozen(moco_and_shape: tuple[MoCo, tuple[int, ...]]) -> None:
+    moco, _ = moco_and_shape
+    for key, query in zip(moco.momentum_parameters(), moco.query_parameters(), strict=True):
+        assert not key.requires_grad and query.requires_grad
+        assert torch.equal(key, query) and key.data_ptr() != query.data_ptr()
+    assert not any(parameter.requires_grad for parameter in moco.momentum_encoder.parameters())
+
+
+def test_momentum_encoder_receives_no_gradient(moco_and_shape: tuple[MoCo, tuple[int, ...]]) -> None:
+    moco, shape = moco_and_shape
+    volume = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    query = moco.embed_query(volume)
+    key = moco.embed_key(volume + 0.1)
+    assert not key.vector.requires_grad and not key.tokens.requires_grad
+    assert query.vector.shape == key.vector.shape == (shape[0], moco.predictor[-1].num_features)
+    info_nce(query.vector, key.vector, torch.arange(shape[0]), 0.2).backward()
+    assert all(parameter.grad is None for parameter in moco.momentum_parameters())
+    assert all(parameter.grad is not None for parameter in moco.predictor.parameters())
+    assert any(
+        parameter.grad.abs().sum() > 0
+        for parameter in moco.encoder.parameters()
+        if parameter.grad is not None
+    )
+
+
+def test_update_momentum_is_the_exact_convex_combination() -> None:
+    moco = _stub_moco()
+    with torch.no_grad():
+        for parameter in moco.query_parameters():
+            parameter.add_(torch.randn_like(parameter))
+    before = [key.clone() for key in moco.momentum_parameters()]
+    moco.update_momentum(0.9)
+    for key, old, query in zip(moco.momentum_parameters(), before, moco.query_parameters(), strict=True):
+        assert torch.equal(key, old * 0.9 + (1 - 0.9) * query)
+    before = [key.clone() for key in moco.momentum_parameters()]
+    moco.update_momentum(1.0)
+    assert all(torch.equal(key, old) for key, old in zip(moco.momentum_parameters(), before, strict=True))
+    moco.update_momentum(0.0)
+    assert all(
+        torch.equal(k, q) for k, q in zip(moco.momentum_parameters(), moco.query_parameters(), strict=True)
+    )
+    with pytest.raises(ValueError, match="momentum"):
+        moco.update_momentum(1.1)
+
+
+def test_branches_pass_their_phase_mode_to_the_encoder() -> None:
+    moco = _stub_moco()
+    volume = torch.randn(4, 1, 4, 4, 4)
+    moco.embed_query(volume)
+    moco.embed_key(volume)
+    moco.embed_key(volume, phase_mode="gumbel")
+    assert moco.encoder.phase_modes == ["gumbel"]
+    assert moco.momentum_encoder.phase_modes == ["argmax", "gumbel"]
+
+
+def test_real_encoder_selection_is_returned() -> None:
+    moco = _real_moco("norm")
+    volume = torch.randn(3, 1, 16, 16, 16, generator=torch.Generator().manual_seed(3))
+    key = moco.embed_key(volume)
+    assert key.tokens.shape == (3, 8, 32) and key.selection.scores.shape == (3, 8**3)
+    assert _real_moco("fixed").embed_key(volume).selection.scores is None
