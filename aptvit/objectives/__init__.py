@@ -4,5 +4,16 @@ No Lightning and no ``torch.distributed`` here: the caller gathers keys across r
 """
 
 from aptvit.objectives.moco import Embedding, MoCo, cosine_momentum, info_nce, symmetric_info_nce
+from aptvit.objectives.nrcl import nrcl_loss, phase_agreement, phase_consistency_loss, snr_weight
 
-__all__ = ["Embedding", "MoCo", "cosine_momentum", "info_nce", "symmetric_info_nce"]
+__all__ = [
+    "Embedding",
+    "MoCo",
+    "cosine_momentum",
+    "info_nce",
+    "nrcl_loss",
+    "phase_agreement",
+    "phase_consistency_loss",
+    "snr_weight",
+    "symmetric_info_nce",
+]

@@ -32,8 +32,9 @@ def info_nce(
     With ``q̂ = q/‖q‖`` and ``k̂ = k/‖k‖``, sample ``i`` contributes
     ``ℓ_i = −log( exp(q̂_i·k̂_{p_i}/τ) / Σ_j exp(q̂_i·k̂_j/τ) )`` where ``p_i = positive_index[i]`` and ``j``
     runs over all ``M`` keys (the other keys are the negatives); the loss is
-    ``2τ · Σ_i w_i ℓ_i / Σ_i w_i`` (``w_i = 1`` by default). The ``2τ`` factor keeps the gradient scale
-    independent of ``τ``.
+    ``2τ · (1/B) Σ_i w_i ℓ_i`` (``w_i = 1`` by default). The ``2τ`` factor keeps the gradient scale
+    independent of ``τ``. Weighted terms are averaged over ``B``, not normalised by ``Σ w``, so that the mean
+    of the losses of equal per-rank batches is the loss of the global batch.
 
     Parameters
     ----------
@@ -46,7 +47,7 @@ def info_nce(
     temperature : float
         ``τ`` (> 0).
     weights : Tensor, optional
-        `(B,)` non-negative per-sample weights, not all zero.
+        `(B,)` non-negative per-sample weights.
 
     Returns
     -------
@@ -70,7 +71,7 @@ def info_nce(
     if weights.shape != (queries.shape[0],):
         raise ValueError(f"weights must have shape ({queries.shape[0]},), got {tuple(weights.shape)}")
     per_sample = F.cross_entropy(logits, positive_index, reduction="none")
-    return (weights * per_sample).sum() / weights.sum() * (2 * temperature)
+    return (weights * per_sample).mean() * (2 * temperature)
 
 
 def symmetric_info_nce(

@@ -11,7 +11,16 @@ from torch import nn
 from aptvit.models import create_encoder
 from aptvit.models.apt import PhaseSelection
 from aptvit.models.heads import MLPHead
-from aptvit.objectives import MoCo, cosine_momentum, info_nce, symmetric_info_nce
+from aptvit.objectives import (
+    MoCo,
+    cosine_momentum,
+    info_nce,
+    nrcl_loss,
+    phase_agreement,
+    phase_consistency_loss,
+    snr_weight,
+    symmetric_info_nce,
+)
 
 # ---------------------------------------------------------------------------------------------------------
 # InfoNCE
@@ -45,7 +54,7 @@ def test_info_nce_weights_average_the_samples() -> None:
     weights = torch.tensor([1.0, 3.0])
     loss = info_nce(torch.tensor(QUERIES), torch.tensor(KEYS), positive, 0.5, weights)
     first, second = (_hand_info_nce(q, KEYS, p, 0.5) for q, p in zip(QUERIES, [0, 1], strict=True))
-    assert loss.item() == pytest.approx(2 * 0.5 * (first + 3 * second) / 4, rel=1e-6)
+    assert loss.item() == pytest.approx(2 * 0.5 * (first + 3 * second) / 2, rel=1e-6)
 
 
 def test_info_nce_falls_as_queries_move_towards_their_keys() -> None:
@@ -210,3 +219,94 @@ def test_real_encoder_selection_is_returned() -> None:
     key = moco.embed_key(volume)
     assert key.tokens.shape == (3, 8, 32) and key.selection.scores.shape == (3, 8**3)
     assert _real_moco("fixed").embed_key(volume).selection.scores is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# NRCL and phase consistency
+
+
+def test_snr_weight_values() -> None:
+    weights = snr_weight(torch.tensor([0.01, 0.03, 0.1]), snr_half=0.03)
+    torch.testing.assert_close(weights, torch.tensor([0.25, 0.5, 0.1 / 0.13]))
+    # A noisy key adds its noise: two views at 0.06 are a pair at 0.03; a clean (infinite) key adds none.
+    paired = snr_weight(torch.tensor([0.06, 0.03]), torch.tensor([0.06, math.inf]), snr_half=0.03)
+    torch.testing.assert_close(paired, torch.tensor([0.5, 0.5]))
+    with pytest.raises(ValueError, match="snr_half"):
+        snr_weight(torch.tensor([0.1]), snr_half=0.0)
+
+
+def test_nrcl_matches_hand_computed_value() -> None:
+    positive = torch.tensor([0, 1])
+    snr = torch.tensor([0.03, 0.01])  # weights 0.5 and 0.25
+    loss = nrcl_loss(torch.tensor(QUERIES), torch.tensor(KEYS), positive, 0.2, snr, snr_half=0.03)
+    first, second = (_hand_info_nce(q, KEYS, p, 0.2) for q, p in zip(QUERIES, [0, 1], strict=True))
+    assert loss.item() == pytest.approx(2 * 0.2 * (0.5 * first + 0.25 * second) / 2, rel=1e-6)
+    unweighted = nrcl_loss(torch.tensor(QUERIES), torch.tensor(KEYS), positive, 0.2, snr_half=None)
+    assert unweighted.item() == pytest.approx(2 * 0.2 * (first + second) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="snr_query"):
+        nrcl_loss(torch.tensor(QUERIES), torch.tensor(KEYS), positive, 0.2)
+
+
+def test_nrcl_gradient_reaches_queries_only_scaled_by_the_snr_weight() -> None:
+    generator = torch.Generator().manual_seed(4)
+    queries = torch.randn(3, 6, generator=generator, requires_grad=True)
+    keys = torch.randn(5, 6, generator=generator, requires_grad=True)
+    positive = torch.tensor([4, 0, 2])
+    snr = torch.tensor([0.01, 0.1, 0.03])
+    nrcl_loss(queries, keys, positive, 0.2, snr).backward()
+    assert keys.grad is None  # the clean key is a target only: NRCL is not symmetrised
+    weighted_grad = queries.grad.clone()
+    queries.grad = None
+    nrcl_loss(queries, keys, positive, 0.2, snr_half=None).backward()
+    torch.testing.assert_close(weighted_grad, snr_weight(snr)[:, None] * queries.grad)
+
+
+def test_nrcl_falls_as_noisy_queries_move_towards_clean_keys() -> None:
+    generator = torch.Generator().manual_seed(5)
+    keys = torch.randn(8, 16, generator=generator)
+    positive = torch.tensor([1, 3, 5, 7])
+    noisy = keys[positive] + 3 * torch.randn(4, 16, generator=generator)
+    snr = torch.tensor([0.01, 0.02, 0.05, 0.1])
+    losses = [
+        nrcl_loss((1 - t) * noisy + t * keys[positive], keys, positive, 0.2, snr).item()
+        for t in (0, 0.3, 0.6, 1)
+    ]
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:], strict=False)), losses
+
+
+def test_phase_consistency_matches_hand_computed_value() -> None:
+    noisy = torch.tensor([[0.0, math.log(3), 0.0], [math.log(2), 0.0, 0.0]])
+    clean = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 5.0]])  # target picks 1 and 2
+    expected = (-math.log(3 / 5) + math.log(4)) / 2
+    assert phase_consistency_loss(noisy, clean).item() == pytest.approx(expected, rel=1e-6)
+    # τ_g = 1/2 squares the odds: softmax([0, 2 ln 3, 0]) = [1, 9, 1]/11; softmax([2 ln 2, 0, 0]) = [4, 1, 1]/6
+    expected_sharp = (-math.log(9 / 11) + math.log(6)) / 2
+    assert phase_consistency_loss(noisy, clean, temperature=0.5).item() == pytest.approx(
+        expected_sharp, rel=1e-6
+    )
+    assert phase_consistency_loss(torch.zeros(4, 64), torch.randn(4, 64)).item() == pytest.approx(
+        math.log(64)
+    )
+
+
+def test_phase_agreement_and_its_training_signal() -> None:
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])
+    b = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, -1.0]])
+    assert phase_agreement(a, b).item() == pytest.approx(2 / 3)
+    generator = torch.Generator().manual_seed(6)
+    clean = torch.randn(32, 64, generator=generator)
+    noisy = (clean + 3 * torch.randn(32, 64, generator=generator)).requires_grad_()
+    before = phase_agreement(noisy, clean).item()
+    optimiser = torch.optim.SGD([noisy], lr=20.0)
+    for _ in range(20):
+        optimiser.zero_grad()
+        phase_consistency_loss(noisy, clean).backward()
+        optimiser.step()
+    assert before < 0.5 and phase_agreement(noisy, clean).item() == 1.0
+
+
+def test_phase_terms_reject_missing_or_mismatched_scores() -> None:
+    with pytest.raises(ValueError, match="fixed-grid"):
+        phase_agreement(None, torch.zeros(2, 8))
+    with pytest.raises(ValueError, match="one shape"):
+        phase_consistency_loss(torch.zeros(2, 8), torch.zeros(2, 27))
