@@ -279,7 +279,7 @@ def test_phase_consistency_matches_hand_computed_value() -> None:
     clean = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 5.0]])  # target picks 1 and 2
     expected = (-math.log(3 / 5) + math.log(4)) / 2
     assert phase_consistency_loss(noisy, clean).item() == pytest.approx(expected, rel=1e-6)
-    # τ_g = 1/2 squares the odds: softmax([0, 2 ln 3, 0]) = [1, 9, 1]/11; softmax([2 ln 2, 0, 0]) = [4, 1, 1]/6
+    # τ_g = 1/2 squares the odds: softmax gives [1, 9, 1]/11 for row 0 and [4, 1, 1]/6 for row 1.
     expected_sharp = (-math.log(9 / 11) + math.log(6)) / 2
     assert phase_consistency_loss(noisy, clean, temperature=0.5).item() == pytest.approx(
         expected_sharp, rel=1e-6
