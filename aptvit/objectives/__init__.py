@@ -5,15 +5,18 @@ No Lightning and no ``torch.distributed`` here: the caller gathers keys across r
 
 from aptvit.objectives.moco import Embedding, MoCo, cosine_momentum, info_nce, symmetric_info_nce
 from aptvit.objectives.nrcl import nrcl_loss, phase_agreement, phase_consistency_loss, snr_weight
+from aptvit.objectives.pose import PoseLoss, pose_loss
 
 __all__ = [
     "Embedding",
     "MoCo",
+    "PoseLoss",
     "cosine_momentum",
     "info_nce",
     "nrcl_loss",
     "phase_agreement",
     "phase_consistency_loss",
+    "pose_loss",
     "snr_weight",
     "symmetric_info_nce",
 ]

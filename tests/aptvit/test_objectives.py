@@ -10,7 +10,7 @@ from torch import nn
 
 from aptvit.models import create_encoder
 from aptvit.models.apt import PhaseSelection
-from aptvit.models.heads import MLPHead
+from aptvit.models.heads import MLPHead, PoseHead, PosePrediction
 from aptvit.objectives import (
     MoCo,
     cosine_momentum,
@@ -18,9 +18,11 @@ from aptvit.objectives import (
     nrcl_loss,
     phase_agreement,
     phase_consistency_loss,
+    pose_loss,
     snr_weight,
     symmetric_info_nce,
 )
+from aptvit.rotation import geodesic_angle_rad, point_group_rotations, random_rotations
 
 # ---------------------------------------------------------------------------------------------------------
 # InfoNCE
@@ -310,3 +312,91 @@ def test_phase_terms_reject_missing_or_mismatched_scores() -> None:
         phase_agreement(None, torch.zeros(2, 8))
     with pytest.raises(ValueError, match="one shape"):
         phase_consistency_loss(torch.zeros(2, 8), torch.zeros(2, 27))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pose loss
+
+
+def _z_rotation(angle_rad: float) -> torch.Tensor:
+    """Rotation by ``angle_rad`` about z, on (z, y, x) coordinates."""
+    c, s = math.cos(angle_rad), math.sin(angle_rad)
+    return torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]], dtype=torch.float64)
+
+
+def test_pose_loss_matches_hand_computed_value() -> None:
+    rotation_true = random_rotations(2, torch.Generator().manual_seed(7), dtype=torch.float64)
+    rotation_pred = rotation_true @ torch.stack([_z_rotation(0.3), _z_rotation(-1.2)])
+    translation_true = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    translation_pred = translation_true + torch.tensor(
+        [[3.0, 4.0, 0.0], [0.0, 0.0, 2.0]], dtype=torch.float64
+    )
+    loss = pose_loss(PosePrediction(rotation_pred, translation_pred), rotation_true, translation_true)
+    assert loss.rotation_rad.item() == pytest.approx((0.3 + 1.2) / 2, abs=1e-6)
+    assert loss.translation_vox.item() == pytest.approx((5 + 2) / 2)
+    assert loss.total.item() == pytest.approx(0.75 + 0.1 * 3.5, abs=1e-6)
+    weighted = pose_loss(
+        PosePrediction(rotation_pred, translation_pred), rotation_true, translation_true, None, None, 2.0
+    )
+    assert weighted.total.item() == pytest.approx(0.75 + 2.0 * 3.5, abs=1e-6)
+
+
+@pytest.mark.parametrize("symbol", ["C4", "D3", "O"])
+def test_symmetric_pose_loss_is_zero_for_every_equivalent_prediction(symbol: str) -> None:
+    group = point_group_rotations(symbol)
+    generator = torch.Generator().manual_seed(8)
+    rotation_true = random_rotations(len(group), generator, dtype=torch.float64)
+    translation = torch.randn(len(group), 3, generator=generator, dtype=torch.float64)
+    equivalent = PosePrediction(rotation_true @ group, translation)  # sample i predicts R_true · g_i
+    loss = pose_loss(equivalent, rotation_true, translation, group)
+    assert loss.total.item() < 1e-5
+    # Without the group (C1) the same predictions cost the angles of the group elements.
+    c1 = pose_loss(equivalent, rotation_true, translation)
+    angles = geodesic_angle_rad(group, torch.eye(3, dtype=torch.float64))
+    assert c1.rotation_rad.item() == pytest.approx(angles.mean().item(), abs=1e-5)
+    # Relative poses: the group acts in the frame of the first particle.
+    frame = random_rotations(len(group), generator, dtype=torch.float64)
+    in_frame = rotation_true @ frame @ group @ frame.transpose(-1, -2)
+    relative = pose_loss(PosePrediction(in_frame, translation), rotation_true, translation, group, frame)
+    assert relative.total.item() < 1e-5
+
+
+def test_pose_loss_with_one_group_per_sample() -> None:
+    c4, c1 = point_group_rotations("C4"), point_group_rotations("C1")
+    rotation_true = random_rotations(3, torch.Generator().manual_seed(9), dtype=torch.float64)
+    quarter_turn = _z_rotation(math.pi / 2)
+    prediction = PosePrediction(rotation_true @ quarter_turn, torch.zeros(3, 3, dtype=torch.float64))
+    loss = pose_loss(prediction, rotation_true, torch.zeros(3, 3, dtype=torch.float64), [c4, c1, c4])
+    assert loss.rotation_rad.item() == pytest.approx((0 + math.pi / 2 + 0) / 3, abs=1e-5)
+    with pytest.raises(ValueError, match="one group per sample"):
+        pose_loss(prediction, rotation_true, torch.zeros(3, 3, dtype=torch.float64), [c4, c1])
+
+
+def test_pose_loss_trains_the_pose_head() -> None:
+    torch.manual_seed(0)
+    head = PoseHead(8, hidden_dim=16, num_heads=2, depth=1)
+    tokens_a, tokens_b = torch.randn(4, 8, 8), torch.randn(4, 8, 8)
+    rotation_true = random_rotations(4, torch.Generator().manual_seed(10))
+    translation_true = torch.randn(4, 3)
+    optimiser = torch.optim.Adam(head.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        optimiser.zero_grad()
+        loss = pose_loss(
+            head(tokens_a, tokens_b), rotation_true, translation_true, point_group_rotations("C2")
+        )
+        loss.total.backward()
+        assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
+        optimiser.step()
+        losses.append(loss.total.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_pose_loss_rejects_bad_input() -> None:
+    prediction = PosePrediction(torch.eye(3).expand(2, 3, 3), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="rotations"):
+        pose_loss(prediction, torch.eye(3).expand(3, 3, 3), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="translations"):
+        pose_loss(prediction, torch.eye(3).expand(2, 3, 3), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="groups"):
+        pose_loss(prediction, torch.eye(3).expand(2, 3, 3), torch.zeros(2, 3), torch.eye(3))
