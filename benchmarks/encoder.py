@@ -100,13 +100,13 @@ def benchmark_variant(name: str, args: argparse.Namespace, device: torch.device)
     def train_step() -> None:
         model.zero_grad(set_to_none=True)
         with autocast:
-            loss = model(volume).float().square().mean()
+            loss = model(volume, phase_mode="gumbel").float().square().mean()
         loss.backward()
 
     def train_select() -> None:
         model.zero_grad(set_to_none=True)
         with autocast:
-            rolled = model.phase_sampler(volume).volume
+            rolled = model.phase_sampler(volume, "gumbel").volume
         if rolled.requires_grad:  # parameter-free selectors have nothing to back-propagate into
             rolled.float().square().mean().backward()
 
@@ -117,7 +117,7 @@ def benchmark_variant(name: str, args: argparse.Namespace, device: torch.device)
         flops_forward = count_flops(lambda: cpu_model(one))
         flops_selector = count_flops(lambda: cpu_model.phase_sampler(one))
     cpu_model.train()
-    flops_train = count_flops(lambda: cpu_model(one).square().mean().backward())
+    flops_train = count_flops(lambda: cpu_model(one, phase_mode="gumbel").square().mean().backward())
     model = cpu_model.to(device)
 
     model.eval()

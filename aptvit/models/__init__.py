@@ -6,6 +6,7 @@ Build one by name with ``create_encoder``; ``list_encoders`` names the registere
 from aptvit.models.apt import (
     AdaptivePhaseSampler,
     NormScorer,
+    PhaseMode,
     PhaseSelection,
     phase_offsets_zyx,
     polyphase_components,
@@ -27,6 +28,7 @@ __all__ = [
     "Mlp",
     "NormScorer",
     "PatchEmbed3d",
+    "PhaseMode",
     "PhaseSelection",
     "SteerableConv3d",
     "SteerableScorer",

@@ -14,7 +14,8 @@ symmetric inputs can, and then the first maximal phase wins and equivariance is 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import math
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -155,7 +156,8 @@ class PhaseSelection(NamedTuple):
     offsets_zyx : Tensor
         `(B, 3)` int64 picked phase offset per sample.
     scores : Tensor or None
-        `(B, p³)` score of every phase; None for the fixed grid.
+        `(B, p³)` the logits the pick used (standardised over the phases and scaled by the learnable
+        ``exp(log_score_scale)``, before the temperature); None for the fixed grid.
     """
 
     volume: Tensor
@@ -186,15 +188,25 @@ class NormScorer(nn.Module):
         return components.flatten(1).norm(dim=1)
 
 
+PhaseMode = Literal["argmax", "gumbel"]
+
+
 class AdaptivePhaseSampler(nn.Module):
     """Pick one polyphase component per sample and roll the input so that it sits at offset 0.
 
-    At inference the highest-scoring phase is picked. In training the pick is a straight-through
-    Gumbel-softmax sample: the forward pass rolls by the sampled offset exactly, the backward pass sends the
-    gradient of the soft weights ``softmax((scores + gumbel) / temperature)`` to the scorer.
+    The caller chooses the mode (it does not follow ``self.training``): ``"argmax"`` picks the
+    highest-scoring phase (inference, and the momentum encoder in training); ``"gumbel"`` draws a
+    straight-through Gumbel-softmax sample with logits ``scores / temperature``: the forward pass rolls
+    exactly by ``argmax(scores / temperature + g)`` (``g`` standard Gumbel noise, so the pick is a sample of
+    ``softmax(scores / temperature)``), the backward pass sends the gradient of the soft weights
+    ``softmax(scores / temperature + g)`` to the scorer and the score scale.
 
-    The scorer runs in float32 with autocast disabled: under bf16 its scores would tie far more often,
-    and a tie breaks shift equivariance.
+    The scorer's raw scores are standardised over the ``p³`` phases of each sample (zero mean, unit
+    standard deviation) and multiplied by the learnable ``exp(log_score_scale)`` (1 at initialisation), so
+    that the logits span O(1) next to the Gumbel noise (standard deviation 1.28) whatever the scorer's
+    output range; a positive affine map of the raw scores leaves the argmax unchanged. Scoring runs with
+    autocast disabled in the module's precision, float32 at least: under bf16 the scores would tie far more
+    often, and a tie breaks shift equivariance.
 
     Parameters
     ----------
@@ -204,7 +216,7 @@ class AdaptivePhaseSampler(nn.Module):
         Maps components `(N, C, d, h, w)` to scores `(N,)`; must be invariant to circular shifts of each
         component. None gives the fixed grid (offset 0 always, the plain-ViT baseline).
     temperature : float
-        Gumbel-softmax temperature (> 0) used in training.
+        Gumbel-softmax temperature (> 0) of the ``"gumbel"`` mode.
     """
 
     offsets_zyx: Tensor
@@ -218,10 +230,11 @@ class AdaptivePhaseSampler(nn.Module):
         self.patch_size = patch_size
         self.scorer = scorer
         self.temperature = temperature
+        self.log_score_scale = nn.Parameter(torch.zeros(())) if scorer is not None else None
         self.register_buffer("offsets_zyx", phase_offsets_zyx(patch_size), persistent=False)
 
     def score_phases(self, volume: Tensor) -> Tensor:
-        """Score every polyphase component of each sample, in float32.
+        """Score every polyphase component of each sample: the logits of the selection.
 
         Parameters
         ----------
@@ -231,40 +244,53 @@ class AdaptivePhaseSampler(nn.Module):
         Returns
         -------
         Tensor
-            `(B, p³)` float32 scores.
+            `(B, p³)` standardised, scaled scores in the sampler's precision (float32, or float64 when the
+            module is double), whatever the autocast state.
         """
-        if self.scorer is None:
+        if self.scorer is None or self.log_score_scale is None:
             raise ValueError("the fixed-grid sampler has no scorer")
+        dtype = torch.promote_types(self.log_score_scale.dtype, torch.float32)
         components = polyphase_components(volume, self.patch_size)
         with torch.autocast(device_type=volume.device.type, enabled=False):
-            scores = self.scorer(components.flatten(0, 1).float())
-        return scores.reshape(volume.shape[0], -1)
+            raw = self.scorer(components.flatten(0, 1).to(dtype)).reshape(volume.shape[0], -1)
+            variance, mean = torch.var_mean(raw, dim=1, correction=0, keepdim=True)
+            # Differences below the round-off of the raw scores are noise; the floor also keeps the value and
+            # the gradient finite when all phases tie (a constant input).
+            finfo = torch.finfo(dtype)
+            round_off = finfo.eps * raw.detach().abs().amax(dim=1, keepdim=True)
+            floor = round_off.square().clamp_min(math.sqrt(finfo.tiny))
+            standardised = (raw - mean) * torch.rsqrt(torch.maximum(variance, floor))
+            return standardised * self.log_score_scale.exp()
 
-    def forward(self, volume: Tensor) -> PhaseSelection:
+    def forward(self, volume: Tensor, mode: PhaseMode = "argmax") -> PhaseSelection:
         """Select a phase per sample and roll the input to it.
 
         Parameters
         ----------
         volume : Tensor
             `(B, C, D, H, W)`, every spatial size divisible by ``patch_size``.
+        mode : {"argmax", "gumbel"}
+            Hard argmax of the scores, or a straight-through Gumbel-softmax sample (see the class).
 
         Returns
         -------
         PhaseSelection
             The rolled volume, the picked offsets and the scores.
         """
+        if mode not in ("argmax", "gumbel"):
+            raise ValueError(f"mode must be 'argmax' or 'gumbel', got {mode!r}")
         _check_volume(volume, self.patch_size)
         if self.scorer is None:
             offsets = self.offsets_zyx.new_zeros(volume.shape[0], 3)
             return PhaseSelection(volume, offsets, None)
         scores = self.score_phases(volume)
-        if not self.training:
+        if mode == "argmax":
             offsets = self.offsets_zyx[scores.argmax(dim=1)]
             return PhaseSelection(roll_volume_zyx(volume, -offsets), offsets, scores)
         gumbel = -torch.empty_like(scores).exponential_().log()
-        perturbed = scores + gumbel
+        perturbed = scores / self.temperature + gumbel
         offsets = self.offsets_zyx[perturbed.argmax(dim=1)]
-        weights = torch.softmax(perturbed / self.temperature, dim=1)
+        weights = torch.softmax(perturbed, dim=1)
         rolled = _StraightThroughRoll.apply(volume, weights, offsets, self.patch_size)
         return PhaseSelection(rolled, offsets, scores)
 

@@ -1,7 +1,9 @@
 """Named encoder variants: tiny factories over ``APTViT``, listed in a registry and built by name.
 
 ``create_encoder("aptvit_small", phase_selector="norm", gumbel_temperature=0.5)`` builds a variant with
-any constructor argument overridden; ``list_encoders()`` names them all.
+any constructor argument overridden; ``list_encoders()`` names them all. ``aptvit_tiny``/``small``/``base``
+follow the ViT-Ti/S/B widths at 4³ patches, the ``_p8`` twins use 8³ patches (8× fewer tokens), and
+``aptvit_nano_p8`` (96 wide, 4 blocks, 8³ patches) is the small demo variant that the CPU demo pre-trains.
 """
 
 from __future__ import annotations
@@ -117,6 +119,12 @@ def aptvit_small(**overrides: Any) -> APTViT:
 def aptvit_base(**overrides: Any) -> APTViT:
     """ViT-B width, 4³ patches (512 tokens for a 32³ box)."""
     return _build(**{"patch_size": 4, **_BASE, **overrides})
+
+
+@register_encoder
+def aptvit_nano_p8(**overrides: Any) -> APTViT:
+    """96 wide, 4 blocks of 3 heads, 8³ patches (64 tokens for a 32³ box): the CPU demo's variant."""
+    return _build(**{"patch_size": 8, "embed_dim": 96, "depth": 4, "num_heads": 3, **overrides})
 
 
 @register_encoder

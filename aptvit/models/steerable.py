@@ -76,7 +76,7 @@ class SteerableConv3d(nn.Module):
             o3.Irreps.spherical_harmonics(lmax),
             self.irreps_out,
             shared_weights=False,
-            compile_left_right=False,
+            compile_left_right=True,
             compile_right=True,
         )
         self.radial_weight = nn.Parameter(torch.randn(num_radial_basis, self.tensor_product.weight_numel))

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Literal
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aptvit.models.apt import AdaptivePhaseSampler
+from aptvit.models.apt import AdaptivePhaseSampler, PhaseMode, PhaseSelection
 from aptvit.models.patch_embed import PatchEmbed3d
 from aptvit.models.position import ConvPositionEncoding3d
 
@@ -178,7 +178,7 @@ class APTViT(nn.Module):
         Per-component scorer of the phase sampler (see ``AdaptivePhaseSampler``); None gives the fixed
         patch grid of a plain ViT.
     gumbel_temperature : float
-        Temperature of the straight-through Gumbel-softmax used to select the phase in training.
+        Temperature of the straight-through Gumbel-softmax of ``phase_mode="gumbel"``.
     in_chans : int
         Input channels.
     embed_dim : int
@@ -263,28 +263,50 @@ class APTViT(nn.Module):
         depth, height, width = volume_shape[-3:]
         return depth // self.patch_size, height // self.patch_size, width // self.patch_size
 
-    def forward_features(self, volume: Tensor) -> Tensor:
+    @overload
+    def forward_features(
+        self, volume: Tensor, phase_mode: PhaseMode = ..., return_selection: Literal[False] = ...
+    ) -> Tensor: ...
+
+    @overload
+    def forward_features(
+        self, volume: Tensor, phase_mode: PhaseMode = ..., *, return_selection: Literal[True]
+    ) -> tuple[Tensor, PhaseSelection]: ...
+
+    @overload
+    def forward_features(
+        self, volume: Tensor, phase_mode: PhaseMode = ..., return_selection: bool = ...
+    ) -> Tensor | tuple[Tensor, PhaseSelection]: ...
+
+    def forward_features(
+        self, volume: Tensor, phase_mode: PhaseMode = "argmax", return_selection: bool = False
+    ) -> Tensor | tuple[Tensor, PhaseSelection]:
         """Encode a batch into tokens.
 
         Parameters
         ----------
         volume : Tensor
             `(B, in_chans, D, H, W)`, every spatial size divisible by ``patch_size``.
+        phase_mode : {"argmax", "gumbel"}
+            Phase selection (see ``AdaptivePhaseSampler``), set by the caller whatever ``self.training``:
+            ``"gumbel"`` for the trained (query) encoder, ``"argmax"`` for inference and momentum encoders.
+        return_selection : bool
+            Also return the phase selection (picked offsets and scores).
 
         Returns
         -------
-        Tensor
+        Tensor or (Tensor, PhaseSelection)
             `(B, N, embed_dim)` normalised tokens, ``N = (D/p)(H/p)(W/p)`` in ``(z, y, x)`` raster order of
-            the token grid.
+            the token grid; with ``return_selection`` also the ``PhaseSelection``.
         """
         if volume.ndim != 5 or volume.shape[1] != self.in_chans:
             raise ValueError(
                 f"expected input of shape (B, {self.in_chans}, D, H, W), got {tuple(volume.shape)}"
             )
-        selection = self.phase_sampler(volume)
+        selection = self.phase_sampler(volume, phase_mode)
         tokens_grid = self.pos_embed(self.patch_embed(selection.volume))
-        tokens = self.blocks(tokens_grid.flatten(1, 3))
-        return self.norm(tokens)
+        tokens = self.norm(self.blocks(tokens_grid.flatten(1, 3)))
+        return (tokens, selection) if return_selection else tokens
 
     def forward_head(self, tokens: Tensor, pre_logits: bool = False) -> Tensor:
         """Pool tokens into one embedding per sample and apply the head.
@@ -304,20 +326,24 @@ class APTViT(nn.Module):
         pooled = tokens.mean(dim=1) if self.global_pool == "avg" else tokens.amax(dim=1)
         return pooled if pre_logits else self.head(pooled)
 
-    def forward(self, volume: Tensor) -> Tensor:
-        """Embed a batch, `(B, in_chans, D, H, W)` -> `(B, embed_dim)` (or `(B, num_classes)`)."""
-        return self.forward_head(self.forward_features(volume))
+    def forward(self, volume: Tensor, phase_mode: PhaseMode = "argmax") -> Tensor:
+        """Embed a batch, `(B, in_chans, D, H, W)` -> `(B, embed_dim)` (or `(B, num_classes)`).
+
+        ``phase_mode`` as in ``forward_features``.
+        """
+        return self.forward_head(self.forward_features(volume, phase_mode))
 
     def no_weight_decay(self) -> set[str]:
-        """Return the names of parameters exempt from weight decay: biases and normalisation gains.
+        """Return the names of parameters exempt from weight decay.
 
-        These are the 1-D parameters outside the phase sampler; the scorer has only weights (e3nn stores
-        some of them flattened to 1-D, hence the exclusion).
+        Biases, normalisation gains and the phase sampler's score scale: the 1-D and 0-D parameters outside
+        the phase scorer. The scorer's parameters are all weights (e3nn stores some of them flattened to
+        1-D, hence the exclusion); training gives ``phase_sampler.*`` its own parameter group.
         """
         return {
             name
             for name, parameter in self.named_parameters()
-            if parameter.ndim <= 1 and not name.startswith("phase_sampler.")
+            if parameter.ndim <= 1 and not name.startswith("phase_sampler.scorer.")
         }
 
 

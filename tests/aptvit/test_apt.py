@@ -93,26 +93,66 @@ def test_eval_selection_is_the_argmax_and_rolls_it_to_the_origin():
     )
 
 
-def test_training_selection_is_a_hard_roll_with_gradient_to_the_scores():
+def test_gumbel_selection_is_a_hard_roll_with_gradient_to_the_scores():
     torch.manual_seed(4)
-    sampler = AdaptivePhaseSampler(2, NormScorer(), temperature=0.5).train()
+    sampler = AdaptivePhaseSampler(2, NormScorer(), temperature=0.5)
     volume = torch.randn(SHAPE, requires_grad=True)
-    selection = sampler(volume)
+    selection = sampler(volume, "gumbel")
     # Forward: exactly the input rolled by the sampled offset.
     assert torch.equal(selection.volume, roll_volume_zyx(volume.detach(), -selection.offsets_zyx))
     selection.volume.square().sum().backward()
     assert volume.grad is not None and volume.grad.abs().sum() > 0
+    assert sampler.log_score_scale.grad is not None and sampler.log_score_scale.grad != 0
 
 
-def test_gumbel_sampling_explores_and_follows_the_scores():
-    torch.manual_seed(5)
-    volume = torch.randn(1, 1, 8, 8, 8).repeat(400, 1, 1, 1, 1)
-    sampler = AdaptivePhaseSampler(2, NormScorer(), temperature=1.0).train()
-    offsets = sampler(volume).offsets_zyx
+def test_scores_are_standardised_over_the_phases_and_scaled():
+    torch.manual_seed(7)
+    sampler = AdaptivePhaseSampler(2, NormScorer())
+    volume = torch.randn(SHAPE)
+    raw = polyphase_components(volume, 2).flatten(2).norm(dim=2)
+    expected = (raw - raw.mean(dim=1, keepdim=True)) / raw.std(dim=1, correction=0, keepdim=True)
+    torch.testing.assert_close(sampler.score_phases(volume), expected)
+    with torch.no_grad():
+        sampler.log_score_scale.fill_(1.5)
+    torch.testing.assert_close(sampler.score_phases(volume), expected * torch.e**1.5, rtol=1e-5, atol=1e-4)
+    # All phases tie on a constant input: finite zero scores and a finite gradient.
+    constant = AdaptivePhaseSampler(2, NormScorer())(torch.ones(2, 1, 4, 4, 4), "gumbel")
+    assert torch.equal(constant.scores, torch.zeros(2, 8))
+    constant.volume.sum().backward()
+
+
+def test_mode_is_explicit_and_does_not_follow_training():
+    torch.manual_seed(8)
+    sampler = AdaptivePhaseSampler(2, NormScorer())
+    volume = torch.randn(64, 1, 4, 4, 4)
+    best = phase_offsets_zyx(2)[sampler.score_phases(volume).argmax(dim=1)]
+    assert torch.equal(sampler.train()(volume).offsets_zyx, best)  # argmax (the default) in train mode
+    assert torch.equal(sampler.train()(volume, "argmax").offsets_zyx, best)
+    assert not torch.equal(sampler.eval()(volume, "gumbel").offsets_zyx, best)  # samples in eval mode
+    with pytest.raises(ValueError):
+        sampler(volume, "soft")
+
+
+def _pick_frequencies(sampler, volume, repeats):
+    offsets = sampler(volume.repeat(repeats, 1, 1, 1, 1), "gumbel").offsets_zyx
     picked = offsets[:, 0] * 4 + offsets[:, 1] * 2 + offsets[:, 2]
-    counts = torch.bincount(picked, minlength=8)
-    assert (counts > 0).sum() >= 2  # samples, not argmax
-    assert counts.argmax() == sampler.eval()(volume[:1]).scores.argmax()  # most often the best-scoring phase
+    return torch.bincount(picked, minlength=8) / repeats
+
+
+def test_gumbel_picks_are_samples_of_the_tempered_softmax():
+    # Gumbel-max: the pick argmax(scores / τ + g) is distributed as softmax(scores / τ).
+    torch.manual_seed(5)
+    volume = torch.randn(1, 1, 8, 8, 8)
+    frequencies = {}
+    for temperature in (0.5, 2.0):
+        sampler = AdaptivePhaseSampler(2, NormScorer(), temperature=temperature)
+        expected = torch.softmax(sampler.score_phases(volume)[0] / temperature, dim=0)
+        frequencies[temperature] = _pick_frequencies(sampler, volume, 20_000)
+        # 20,000 draws: the standard error of a frequency is at most 0.0035.
+        torch.testing.assert_close(frequencies[temperature], expected, rtol=0, atol=0.015)
+    # The temperature changes the distribution: colder concentrates on the best-scoring phase.
+    best = sampler.score_phases(volume)[0].argmax()
+    assert frequencies[0.5][best] > frequencies[2.0][best] + 0.1
 
 
 def test_straight_through_roll_has_the_soft_selection_gradient():

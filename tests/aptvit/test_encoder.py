@@ -1,12 +1,22 @@
 """Encoder contract over every variant, exact shift invariance, gradients, bf16, CPU/GPU parity."""
 
+import copy
+import io
+import pickle
+
 import pytest
 import torch
 
 from aptvit import APTViT, create_encoder, list_encoders
 
-# Expected parameter counts (millions) of the registered widths: ViT-Ti/S/B plus the small phase scorer.
-PARAMS_M = {"tiny": (5.0, 6.0), "small": (21.0, 22.0), "base": (85.0, 86.0)}
+# Expected parameter counts (millions) of the registered widths: ViT-Ti/S/B and the demo's nano, plus the
+# small phase scorer.
+PARAMS_M = {"nano": (0.45, 0.55), "tiny": (5.0, 6.0), "small": (21.0, 22.0), "base": (85.0, 86.0)}
+
+SELECTORS = ["steerable", "norm", "fixed"]
+
+# Cheap overrides for the contract over every variant and selector: 48 is divisible by 3, 6 and 12 heads.
+SMALL = {"embed_dim": 48, "depth": 1}
 
 # Circular shifts (z, y, x) in voxels: multiples of p = 4 and not, negative, and larger than p.
 SHIFTS = [(0, 0, 1), (1, 2, 3), (-5, 7, 2), (4, -8, 12), (13, 0, -6)]
@@ -35,6 +45,62 @@ def test_encoder_contract(name):
     assert torch.equal(embedding, again)  # deterministic in eval
 
 
+def _round_trips(model):
+    """The module after deepcopy, pickle and torch.save + torch.load."""
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    return {
+        "deepcopy": copy.deepcopy(model),
+        "pickle": pickle.loads(pickle.dumps(model)),
+        "torch.save": torch.load(buffer, weights_only=False),
+    }
+
+
+@pytest.mark.parametrize("phase_selector", SELECTORS)
+@pytest.mark.parametrize("name", list_encoders())
+def test_encoder_copies_pickles_saves_and_runs_in_double(name, phase_selector):
+    # What training needs: a momentum encoder (deepcopy), ddp_spawn (pickle), checkpoints (torch.save), and
+    # float64 for gradient checks.
+    torch.manual_seed(0)
+    model = create_encoder(name, phase_selector=phase_selector, **SMALL).train()
+    volume = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        tokens, selection = model.forward_features(volume, return_selection=True)
+    for how, copied in _round_trips(model).items():
+        copied_tokens, copied_selection = copied.forward_features(volume, return_selection=True)
+        assert torch.equal(copied_tokens, tokens), how
+        assert torch.equal(copied_selection.offsets_zyx, selection.offsets_zyx), how
+    double = copy.deepcopy(model).double()
+    with torch.no_grad():
+        double_tokens, double_selection = double.forward_features(volume.double(), return_selection=True)
+    assert double_tokens.dtype == torch.float64
+    if phase_selector != "fixed":
+        assert double_selection.scores.dtype == torch.float64 and selection.scores.dtype == torch.float32
+        torch.testing.assert_close(double_selection.scores.float(), selection.scores, rtol=1e-4, atol=1e-4)
+    assert torch.equal(double_selection.offsets_zyx, selection.offsets_zyx)
+    torch.testing.assert_close(double_tokens.float(), tokens, rtol=1e-4, atol=1e-4)
+    # Backward through the Gumbel path reaches every parameter.
+    embedding = double(volume.double(), phase_mode="gumbel")
+    (embedding * torch.randn_like(embedding)).sum().backward()
+    for parameter_name, parameter in double.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, parameter_name
+
+
+def test_selection_mode_is_set_by_the_caller_not_by_training():
+    torch.manual_seed(7)
+    model = create_encoder("aptvit_tiny", **SMALL)
+    volume = torch.randn(16, 1, 16, 16, 16)
+    with torch.no_grad():
+        _, reference = model.eval().forward_features(volume, return_selection=True)
+        train_tokens, train_argmax = model.train().forward_features(volume, return_selection=True)
+        assert torch.equal(train_argmax.offsets_zyx, reference.offsets_zyx)  # a key encoder in train mode
+        _, sampled = model.eval().forward_features(volume, "gumbel", return_selection=True)
+        assert not torch.equal(sampled.offsets_zyx, reference.offsets_zyx)  # samples even in eval mode
+        assert torch.equal(model.forward_head(train_tokens), model.train()(volume))
+    assert reference.scores.shape == (16, 64)
+
+
 def _relative_change(changed, reference):
     return ((changed - reference).norm() / reference.norm()).item()
 
@@ -52,7 +118,7 @@ def test_tokens_follow_circular_shifts_and_embedding_is_invariant(name, phase_se
     with torch.no_grad():
         tokens = model.forward_features(batch)
         embeddings = model.forward_head(tokens)
-        offsets = model.phase_sampler(volume).offsets_zyx
+        offsets = model.phase_sampler(volume, "argmax").offsets_zyx
     grid = tokens.reshape(len(batch), *model.token_grid_shape(batch.shape), -1)
     reference_grid, reference_embedding = grid[:2], embeddings[:2]
     for index, shift in enumerate(SHIFTS, start=1):
@@ -84,7 +150,7 @@ def test_fixed_grid_baseline_is_not_shift_invariant():
 def test_every_parameter_gets_a_gradient_through_the_gumbel_path():
     torch.manual_seed(3)
     model = create_encoder("aptvit_tiny", gumbel_temperature=0.5, drop_path_rate=0.1).train()
-    embedding = model(torch.randn(4, 1, 16, 16, 16))
+    embedding = model(torch.randn(4, 1, 16, 16, 16), phase_mode="gumbel")
     (embedding * torch.randn_like(embedding)).sum().backward()
     scorer_params = {f"phase_sampler.{name}" for name, _ in model.phase_sampler.named_parameters()}
     assert scorer_params  # the steerable scorer's parameters are reached only through the soft weights
@@ -99,9 +165,11 @@ def test_bf16_autocast_forward_and_backward_are_finite():
     model = create_encoder("aptvit_tiny").train()
     volume = torch.randn(2, 1, 16, 16, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        embedding = model(volume)
+        embedding, selection = model.forward_features(volume, "gumbel", return_selection=True)
+        embedding = model.forward_head(embedding)
         loss = (embedding.float() * torch.randn(embedding.shape)).sum()
     assert embedding.dtype == torch.bfloat16
+    assert selection.scores.dtype == torch.float32  # the scorer stays float32 under autocast
     assert torch.isfinite(embedding).all()
     loss.backward()
     for name, parameter in model.named_parameters():
@@ -123,8 +191,8 @@ def test_no_weight_decay_names_biases_and_norm_gains_only():
     names = model.no_weight_decay()
     parameters = dict(model.named_parameters())
     assert {"blocks.0.norm1.weight", "blocks.0.attn.qkv.bias", "norm.bias"} <= names <= set(parameters)
-    assert "blocks.0.attn.qkv.weight" not in names
-    assert not any(name.startswith("phase_sampler.") for name in names)  # e3nn's 1-D weights are weights
+    assert "blocks.0.attn.qkv.weight" not in names and "phase_sampler.log_score_scale" in names
+    assert not any(name.startswith("phase_sampler.scorer.") for name in names)  # e3nn's 1-D weights
     assert all(parameters[name].ndim <= 1 for name in names)
 
 
