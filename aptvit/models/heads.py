@@ -158,11 +158,9 @@ class PoseHead(nn.Module):
         self.view_embed = nn.Parameter(torch.zeros(2, hidden_dim))
         self.blocks = nn.Sequential(*(Block(hidden_dim, num_heads) for _ in range(depth)))
         self.norm = nn.LayerNorm(hidden_dim)
-        self.regressor = nn.Sequential(
-            nn.Linear(2 * hidden_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, 9)
-        )
+        output = nn.Linear(hidden_dim, 9)
+        self.regressor = nn.Sequential(nn.Linear(2 * hidden_dim, hidden_dim), nn.GELU(), output)
         nn.init.trunc_normal_(self.view_embed, std=0.02)
-        output = self.regressor[-1]
         nn.init.trunc_normal_(output.weight, std=0.02)
         with torch.no_grad():
             output.bias.zero_()

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aptvit.models.apt import PhaseSelection
+from aptvit.models.apt import PhaseMode, PhaseSelection
+from aptvit.models.vit import APTViT
 
 __all__ = ["Embedding", "MoCo", "cosine_momentum", "info_nce", "symmetric_info_nce"]
 
@@ -159,16 +160,16 @@ class MoCo(nn.Module):
 
     Parameters
     ----------
-    encoder : nn.Module
-        With ``forward_features(volume, phase_mode=..., return_selection=True) -> (tokens, PhaseSelection)``
-        and ``forward_head(tokens) -> (B, C)``.
+    encoder : APTViT
+        Or any module with ``forward_features(volume, phase_mode=..., return_selection=True)`` returning
+        ``(tokens, PhaseSelection)`` and ``forward_head(tokens) -> (B, C)``.
     projector : nn.Module
         `(B, C) -> (B, D)`.
     predictor : nn.Module
         `(B, D) -> (B, D)`.
     """
 
-    def __init__(self, encoder: nn.Module, projector: nn.Module, predictor: nn.Module) -> None:
+    def __init__(self, encoder: APTViT, projector: nn.Module, predictor: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
         self.projector = projector
@@ -178,28 +179,28 @@ class MoCo(nn.Module):
         for parameter in self.momentum_parameters():
             parameter.requires_grad_(False)
 
-    def momentum_parameters(self) -> list[nn.Parameter]:
+    def momentum_parameters(self) -> list[Tensor]:
         """Return the frozen key-side parameters, in the order of :meth:`query_parameters`."""
         return [*self.momentum_encoder.parameters(), *self.momentum_projector.parameters()]
 
-    def query_parameters(self) -> list[nn.Parameter]:
+    def query_parameters(self) -> list[Tensor]:
         """Return the query-side parameters that the momentum twin tracks (encoder and projector)."""
         return [*self.encoder.parameters(), *self.projector.parameters()]
 
     def _embed(
-        self, encoder: nn.Module, projector: nn.Module, volume: Tensor, phase_mode: str
+        self, encoder: APTViT, projector: nn.Module, volume: Tensor, phase_mode: PhaseMode
     ) -> tuple[Tensor, Tensor, PhaseSelection]:
         tokens, selection = encoder.forward_features(volume, phase_mode=phase_mode, return_selection=True)
         return projector(encoder.forward_head(tokens)), tokens, selection
 
-    def embed_query(self, volume: Tensor, phase_mode: str = "gumbel") -> Embedding:
+    def embed_query(self, volume: Tensor, phase_mode: PhaseMode = "gumbel") -> Embedding:
         """Embed views with the query branch (with gradient).
 
         Parameters
         ----------
         volume : Tensor
             `(B, C_in, D, H, W)` views.
-        phase_mode : str
+        phase_mode : {"gumbel", "argmax"}
             Phase-selection mode passed to the encoder (``"gumbel"`` to train the scorer).
 
         Returns
@@ -211,14 +212,14 @@ class MoCo(nn.Module):
         return Embedding(self.predictor(projected), tokens, selection)
 
     @torch.no_grad()
-    def embed_key(self, volume: Tensor, phase_mode: str = "argmax") -> Embedding:
+    def embed_key(self, volume: Tensor, phase_mode: PhaseMode = "argmax") -> Embedding:
         """Embed views with the momentum branch, without gradient.
 
         Parameters
         ----------
         volume : Tensor
             `(B, C_in, D, H, W)` views.
-        phase_mode : str
+        phase_mode : {"argmax", "gumbel"}
             Phase-selection mode passed to the momentum encoder (``"argmax"``: a deterministic pick).
 
         Returns

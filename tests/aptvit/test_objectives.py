@@ -22,7 +22,7 @@ from aptvit.objectives import (
     snr_weight,
     symmetric_info_nce,
 )
-from aptvit.rotation import geodesic_angle_rad, point_group_rotations, random_rotations
+from aptvit.rotation import geodesic_angle_rad, point_group_rotations, random_rotations, rotate_volumes
 
 # ---------------------------------------------------------------------------------------------------------
 # InfoNCE
@@ -400,3 +400,66 @@ def test_pose_loss_rejects_bad_input() -> None:
         pose_loss(prediction, torch.eye(3).expand(2, 3, 3), torch.zeros(2, 2))
     with pytest.raises(ValueError, match="groups"):
         pose_loss(prediction, torch.eye(3).expand(2, 3, 3), torch.zeros(2, 3), torch.eye(3))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The pieces together, on the steerable encoder
+
+
+def _smooth_volumes(batch: int, seed: int) -> torch.Tensor:
+    """Random volumes smoothed by a circular 3³ box filter (structure at a few voxels, like particles)."""
+    noise = torch.randn(batch, 1, 16, 16, 16, generator=torch.Generator().manual_seed(seed))
+    return torch.nn.functional.avg_pool3d(torch.nn.functional.pad(noise, (1,) * 6, mode="circular"), 3, 1)
+
+
+def _steerable_p4_moco() -> MoCo:
+    torch.manual_seed(0)
+    encoder = create_encoder("aptvit_tiny", embed_dim=32, depth=1, num_heads=2, phase_selector="steerable")
+    return MoCo(encoder, MLPHead(3, 32, 16, 8), MLPHead(2, 8, 16, 8))
+
+
+def test_key_branch_is_deterministic_in_train_mode() -> None:
+    moco = _steerable_p4_moco().train()
+    volume = _smooth_volumes(4, seed=11)
+    first, second = moco.embed_key(volume), moco.embed_key(volume)
+    assert torch.equal(first.selection.offsets_zyx, second.selection.offsets_zyx)
+    torch.testing.assert_close(first.vector, second.vector, rtol=0, atol=0)
+
+
+def test_phase_consistency_trains_the_query_scorer() -> None:
+    moco = _steerable_p4_moco()
+    clean = _smooth_volumes(8, seed=12)
+    noisy = clean + 0.5 * clean.std() * torch.randn(clean.shape, generator=torch.Generator().manual_seed(13))
+    sampler = moco.encoder.phase_sampler
+    target = moco.embed_key(clean).selection.scores
+    optimiser = torch.optim.Adam(sampler.parameters(), lr=3e-2)
+    losses = []
+    for _ in range(10):
+        optimiser.zero_grad()
+        loss = phase_consistency_loss(sampler.score_phases(noisy), target, sampler.temperature)
+        loss.backward()
+        assert all(parameter.grad.abs().sum() > 0 for parameter in sampler.scorer.parameters())
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.85 * losses[0], losses
+
+
+def test_one_training_step_of_nrcl_pose_and_phase_terms() -> None:
+    moco = _steerable_p4_moco().train()
+    pose_head = PoseHead(32, hidden_dim=16, num_heads=2, depth=1)
+    clean = _smooth_volumes(4, seed=14)
+    noisy = clean + clean.std() * torch.randn(clean.shape, generator=torch.Generator().manual_seed(15))
+    rotation = random_rotations(4, torch.Generator().manual_seed(16))
+    shift = torch.tensor([[1.0, -2.0, 0.0], [0.0, 1.0, 1.0], [-1.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
+    moved = rotate_volumes(noisy, rotation, shift)
+    query, query_moved, key = moco.embed_query(noisy), moco.embed_query(moved), moco.embed_key(clean)
+    contrastive = nrcl_loss(query.vector, key.vector, torch.arange(4), 0.2, torch.full((4,), 0.05))
+    pose = pose_loss(pose_head(query.tokens, query_moved.tokens), rotation, shift)
+    phase = phase_consistency_loss(query.selection.scores, key.selection.scores, 1.0)
+    total = contrastive + 0.5 * pose.total + 0.1 * phase
+    total.backward()
+    assert torch.isfinite(total)
+    trained = [*moco.encoder.parameters(), *moco.projector.parameters(), *moco.predictor.parameters()]
+    assert all(parameter.grad is not None for parameter in [*trained, *pose_head.parameters()])
+    assert all(parameter.grad is None for parameter in moco.momentum_parameters())
+    assert 0 <= phase_agreement(query.selection.scores, key.selection.scores).item() <= 1
