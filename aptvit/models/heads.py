@@ -123,7 +123,8 @@ class PoseHead(nn.Module):
     jointly over the ``2N`` tokens, so every token of one view can compare itself with every token of the
     other at known relative positions. Each view's tokens are then mean-pooled, the two pooled vectors
     concatenated and an MLP regresses the 6D rotation (:func:`rotation_6d_to_matrix`) and the translation.
-    The output layer starts near the identity transform.
+    The output layer starts near the identity transform; the outputs are float32 at least (also under
+    autocast).
 
     Parameters
     ----------
@@ -218,4 +219,6 @@ class PoseHead(nn.Module):
         joint = self.norm(self.blocks(torch.cat(views, dim=1)))
         pooled = torch.cat([joint[:, :num_tokens].mean(1), joint[:, num_tokens:].mean(1)], dim=1)
         output = self.regressor(pooled)
+        # Gram-Schmidt in bf16 would leave the rotation orthonormal to ~1e-2 only.
+        output = output.to(torch.promote_types(output.dtype, torch.float32))
         return PosePrediction(rotation_6d_to_matrix(output[:, :6]), output[:, 6:])

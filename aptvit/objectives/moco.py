@@ -34,8 +34,9 @@ def info_nce(
     ``ℓ_i = −log( exp(q̂_i·k̂_{p_i}/τ) / Σ_j exp(q̂_i·k̂_j/τ) )`` where ``p_i = positive_index[i]`` and ``j``
     runs over all ``M`` keys (the other keys are the negatives); the loss is
     ``2τ · (1/B) Σ_i w_i ℓ_i`` (``w_i = 1`` by default). The ``2τ`` factor keeps the gradient scale
-    independent of ``τ``. Weighted terms are averaged over ``B``, not normalised by ``Σ w``, so that the mean
-    of the losses of equal per-rank batches is the loss of the global batch.
+    independent of ``τ``. Weighted terms are averaged over ``B``, not normalised by ``Σ w``, so that the
+    mean of the losses of equal per-rank batches is the loss of the global batch. Computed in float32 at
+    least, with autocast off.
 
     Parameters
     ----------
@@ -66,13 +67,16 @@ def info_nce(
         )
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    logits = F.normalize(queries, dim=1) @ F.normalize(keys, dim=1).T / temperature
-    if weights is None:
-        return F.cross_entropy(logits, positive_index) * (2 * temperature)
-    if weights.shape != (queries.shape[0],):
+    if weights is not None and weights.shape != (queries.shape[0],):
         raise ValueError(f"weights must have shape ({queries.shape[0]},), got {tuple(weights.shape)}")
-    per_sample = F.cross_entropy(logits, positive_index, reduction="none")
-    return (weights * per_sample).mean() * (2 * temperature)
+    # Cosines under bf16 autocast would carry ~3 digits, i.e. logit errors of ~0.01/τ: compute in float32.
+    dtype = torch.promote_types(queries.dtype, torch.float32)
+    with torch.autocast(device_type=queries.device.type, enabled=False):
+        logits = F.normalize(queries.to(dtype), dim=1) @ F.normalize(keys.to(dtype), dim=1).T / temperature
+        if weights is None:
+            return F.cross_entropy(logits, positive_index) * (2 * temperature)
+        per_sample = F.cross_entropy(logits, positive_index, reduction="none")
+        return (weights.to(dtype) * per_sample).mean() * (2 * temperature)
 
 
 def symmetric_info_nce(

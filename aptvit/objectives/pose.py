@@ -77,7 +77,7 @@ def pose_loss(
     Returns
     -------
     PoseLoss
-        The rotation and translation terms and their weighted sum.
+        The rotation and translation terms and their weighted sum, float32 at least (autocast is off).
     """
     rotation_pred, translation_pred = prediction
     batch = rotation_pred.shape[0]
@@ -95,9 +95,14 @@ def pose_loss(
         raise ValueError(f"frame must be ({batch}, 3, 3), got {tuple(frame.shape)}")
     if not translation_weight >= 0:
         raise ValueError(f"translation_weight must be non-negative, got {translation_weight}")
-    angles = _symmetric_angles(rotation_pred, rotation_true, groups, frame)
-    rotation_rad = angles.mean()
-    translation_vox = torch.linalg.vector_norm(translation_pred - translation_true, dim=-1).mean()
+    # Under autocast the matrix products would run in bf16 and the angles near 0 be off by ~0.1 rad.
+    dtype = torch.promote_types(rotation_pred.dtype, torch.float32)
+    with torch.autocast(device_type=rotation_pred.device.type, enabled=False):
+        frame = None if frame is None else frame.to(dtype)
+        angles = _symmetric_angles(rotation_pred.to(dtype), rotation_true.to(dtype), groups, frame)
+        rotation_rad = angles.mean()
+        error = translation_pred.to(dtype) - translation_true.to(dtype)
+        translation_vox = torch.linalg.vector_norm(error, dim=-1).mean()
     return PoseLoss(rotation_rad, translation_vox, rotation_rad + translation_weight * translation_vox)
 
 

@@ -101,3 +101,12 @@ def test_pose_head_rejects_bad_tokens() -> None:
         head(torch.zeros(2, 7, 16), torch.zeros(2, 7, 16))
     with pytest.raises(ValueError, match="one shape"):
         head(torch.zeros(2, 8, 16), torch.zeros(2, 27, 16))
+
+
+def test_pose_head_outputs_float32_rotations_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    head = PoseHead(16, hidden_dim=32, num_heads=4, depth=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        prediction = head(_tokens(seed=1), _tokens(seed=2))
+    assert prediction.rotation.dtype == torch.float32
+    _assert_proper_rotations(prediction.rotation, atol=1e-5)

@@ -263,6 +263,19 @@ def test_nrcl_gradient_reaches_queries_only_scaled_by_the_snr_weight() -> None:
     torch.testing.assert_close(weighted_grad, snr_weight(snr)[:, None] * queries.grad)
 
 
+def test_nrcl_of_a_global_batch_is_the_mean_over_ranks_with_gathered_keys() -> None:
+    # What the LightningModule does in DDP: each rank scores its queries against all gathered keys.
+    generator = torch.Generator().manual_seed(18)
+    queries, keys = torch.randn(8, 6, generator=generator), torch.randn(8, 6, generator=generator)
+    snr = torch.tensor([0.01, 0.02, 0.05, 0.1, 0.1, 0.01, 0.03, 0.03])
+    single = nrcl_loss(queries, keys, torch.arange(8), 0.2, snr)
+    per_rank = [
+        nrcl_loss(queries[rows], keys, rows, 0.2, snr[rows])
+        for rows in (torch.arange(0, 4), torch.arange(4, 8))
+    ]
+    torch.testing.assert_close(single, torch.stack(per_rank).mean())
+
+
 def test_nrcl_falls_as_noisy_queries_move_towards_clean_keys() -> None:
     generator = torch.Generator().manual_seed(5)
     keys = torch.randn(8, 16, generator=generator)
@@ -463,3 +476,19 @@ def test_one_training_step_of_nrcl_pose_and_phase_terms() -> None:
     assert all(parameter.grad is not None for parameter in [*trained, *pose_head.parameters()])
     assert all(parameter.grad is None for parameter in moco.momentum_parameters())
     assert 0 <= phase_agreement(query.selection.scores, key.selection.scores).item() <= 1
+
+
+def test_losses_keep_float32_under_bf16_autocast() -> None:
+    generator = torch.Generator().manual_seed(17)
+    queries, keys = torch.randn(6, 16, generator=generator), torch.randn(9, 16, generator=generator)
+    positive = torch.tensor([0, 2, 4, 6, 8, 1])
+    group = point_group_rotations("D2", dtype=torch.float32)
+    rotation_true = random_rotations(4, generator)
+    prediction = PosePrediction(rotation_true @ group, torch.zeros(4, 3))
+    reference = info_nce(queries, keys, positive, 0.2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = info_nce(queries, keys, positive, 0.2)
+        pose = pose_loss(prediction, rotation_true, torch.zeros(4, 3), group)
+    assert under_autocast.dtype == torch.float32 and pose.total.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, reference)
+    assert pose.rotation_rad.item() < 1e-3  # bf16 products would leave ~0.1 rad
