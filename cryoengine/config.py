@@ -166,12 +166,33 @@ class ReconstructionSettings(_Model):
 
 
 class NoiseSettings(_Model):
-    """Calibrated noise: every level is signal + α·noise with α set per particle to reach the SNR."""
+    """Noise: a class-blind level per tomogram (set by a reference particle, like a dose), K realisations."""
 
     snr_levels: list[float] = Field(
         [0.1, 0.05, 0.03, 0.01],
         min_length=1,
-        description="Target SNRs = var(signal) / var(noise) over the box; the clean volume is kept besides.",
+        description=(
+            "Nominal SNRs stored as noisy volumes: var(reference signal) / var(noise) over the box; each "
+            "particle's own SNR is measured and stored. The clean volume is kept besides."
+        ),
+    )
+    realisations: int = Field(
+        2,
+        ge=2,
+        le=16,
+        description=(
+            "Independent unit-noise reconstructions stored per particle (one detector-noise tilt series "
+            "each), so that two noisy views of a particle can carry independent noise at any SNR."
+        ),
+    )
+    reference_diameter_A: float | None = Field(
+        None,
+        gt=10,
+        le=2000,
+        description=(
+            "Diameter of the reference particle (a seeded phantom blob at protein density, the same for "
+            "every class) whose isolated signal defines the nominal SNR (Å); null = half the box edge."
+        ),
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="CuPy when installed (auto), else NumPy."
@@ -297,6 +318,11 @@ class EngineConfig(_Model):
                 f"optics.defocus_min_um ({self.optics.defocus_min_um}) is above optics.defocus_max_um "
                 f"({self.optics.defocus_max_um})"
             )
+        if (self.noise.reference_diameter_A or 0) > self.box * self.voxel_size_A:
+            raise ValueError(
+                f"noise.reference_diameter_A ({self.noise.reference_diameter_A} Å) exceeds the box "
+                f"({self.box} × {self.voxel_size_A} Å)"
+            )
         if min(self.sample.slab_shape_zyx) < self.box + 2:
             raise ValueError(
                 f"sample.slab_shape_zyx {list(self.sample.slab_shape_zyx)} must exceed the box ({self.box}) "
@@ -314,6 +340,10 @@ class EngineConfig(_Model):
                 f"voxel_size_A = {self.voxel_size_A})"
             )
         return resolution_A
+
+    def reference_diameter_A(self) -> float:
+        """Diameter of the noise reference particle (Å): the configured one, or half the box edge."""
+        return self.noise.reference_diameter_A or 0.5 * self.box * self.voxel_size_A
 
     def assembly_of(self, spec: PdbSource | FileSource) -> str | None:
         """Assembly to build for a class: its own setting, or ``density.assembly`` for ``'default'``."""

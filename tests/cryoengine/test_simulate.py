@@ -68,24 +68,115 @@ def test_ground_truth_shift_is_sub_voxel_and_positions_lie_in_the_slab(simulated
     assert config.optics.defocus_min_um <= particles.defocus_um[0] <= config.optics.defocus_max_um
 
 
-def test_noise_is_calibrated_to_every_level(simulated):
-    config, _, _, _, calibrated = simulated
+def test_levels_mix_k_independent_realisations_at_one_class_blind_scale(simulated):
+    config, _, _, tomograms, calibrated = simulated
     particles = ParticleSet.load(calibrated)
     assert particles.noisy.shape == (6, 4, 24, 24, 24)
-    targets = np.array(config.noise.snr_levels)
-    assert np.allclose(particles.snr, targets, rtol=0.03)
-    # re-measure independently of the stored figure
+    assert particles.noise.shape == (6, config.noise.realisations, 24, 24, 24) == (6, 2, 24, 24, 24)
+    for tomogram in (0, 1):  # one α per tomogram, from the reference particle, not from the class
+        scale = particles.noise_scale[particles.tomogram == tomogram]
+        assert np.all(scale == scale[0]) and scale[0] > 0
+    levels = np.array(config.noise.snr_levels)
     added = particles.noisy - particles.clean[:, None]
-    measured = particles.clean.var(axis=(1, 2, 3))[:, None] / added.var(axis=(2, 3, 4))
-    assert np.allclose(measured, targets, rtol=0.03)
+    for level, snr in enumerate(levels):
+        expected = particles.noise_scale[:, None, None, None] / np.sqrt(snr) * particles.noise[:, level % 2]
+        np.testing.assert_allclose(added[:, level], expected, rtol=1e-4, atol=1e-6)
+    for a, b in zip(added[:, 0], added[:, 1], strict=True):  # levels 0 and 1: independent noise
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.1
+    # the stored SNR is the particle's own: var(own signal) / var(added noise)
+    own = np.concatenate([ParticleSet.load(t).signal_variance for t in tomograms])
+    np.testing.assert_allclose(particles.snr, own[:, None] / added.var(axis=(2, 3, 4)), rtol=1e-4)
     assert particles.attrs["snr_levels"] == config.noise.snr_levels
+
+
+def test_own_signal_of_a_lone_particle_is_its_clean_box(simulated, tmp_path):
+    config, _, densities, _, _ = simulated
+    alone = validate_config(
+        {**CONFIG, "sample": {**CONFIG["sample"], "particles_per_tomogram": 1, "crowding_fraction": 0}}
+    )
+    for tomogram in range(3):
+        particles = ParticleSet.load(
+            stages.simulate_tomogram(alone, "blob", tomogram, densities, tmp_path / "a.npz")
+        )
+        ratio = particles.signal_variance / particles.clean.var(axis=(1, 2, 3), dtype=np.float64)
+        np.testing.assert_allclose(ratio, 1.0, atol=0.03)  # measured 0.997-1.018
+
+
+def _noise_statistics(volume: np.ndarray) -> list[float]:
+    """Box std and the mean power above 0.25 cycles/voxel: what a noise-level classifier sees."""
+    power = np.abs(np.fft.fftn(volume)) ** 2
+    frequency = np.fft.fftfreq(volume.shape[0])
+    k = np.sqrt(sum(f**2 for f in np.meshgrid(frequency, frequency, frequency, indexing="ij")))
+    return [float(np.log(volume.std())), float(np.log(power[k > 0.25].mean()))]
+
+
+def _cross_validated_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    classifier = make_pipeline(StandardScaler(), LogisticRegression())
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    return float(cross_val_score(classifier, features, labels, cv=folds).mean())
+
+
+def test_noise_statistics_do_not_give_the_class_away(tmp_path):
+    """Three classes of very different size at SNR 0.01: std + high-frequency power classify at chance.
+
+    The control, a per-box calibration (α from each clean box, the old rule), classifies at 0.81.
+    """
+    config = validate_config(
+        {
+            **CONFIG,
+            "sample": {
+                "slab_shape_zyx": [36, 96, 96],
+                "tomograms_per_class": 8,
+                "particles_per_tomogram": 6,
+                "crowding_fraction": 0.03,
+            },
+            "noise": {"snr_levels": [0.01]},
+            "classes": {
+                "small": {"kind": "phantom", "shape": "blob", "diameter_A": 90, "subunits": 3, "seed": 1},
+                "ring": {"kind": "phantom", "shape": "ring", "diameter_A": 140, "subunits": 5, "seed": 2},
+                "cage": {"kind": "phantom", "shape": "cage", "diameter_A": 170, "subunits": 12, "seed": 3},
+            },
+        }
+    )
+    densities = {c: stages.density(config, c, tmp_path / f"{c}.mrc") for c in config.classes}
+    ours, per_box, labels = [], [], []
+    for label, class_id in enumerate(config.classes):
+        paths = [
+            stages.simulate_tomogram(config, class_id, t, densities, tmp_path / f"{class_id}{t}.npz")
+            for t in range(8)
+        ]
+        particles = ParticleSet.load(stages.calibrate_noise(config, class_id, paths, tmp_path / "c.npz"))
+        for clean, noise, noisy in zip(particles.clean, particles.noise, particles.noisy, strict=True):
+            ours.append(_noise_statistics(noisy[0]))
+            alpha = np.sqrt(clean.var() / (0.01 * noise[0].var()))
+            per_box.append(_noise_statistics(clean + alpha * noise[0]))
+            labels.append(label)
+    labels = np.array(labels)
+    chance = 1 / 3
+    standard_error = np.sqrt(chance * (1 - chance) / len(labels))  # 0.039 for 144 particles
+    assert abs(_cross_validated_accuracy(np.array(ours), labels) - chance) < 2 * standard_error  # 0.355
+    assert _cross_validated_accuracy(np.array(per_box), labels) > chance + 5 * standard_error
 
 
 def test_same_seed_same_bytes_other_tomogram_other_draw(simulated, tmp_path):
     config, _, densities, tomograms, _ = simulated
     again = ParticleSet.load(stages.simulate_tomogram(config, "helix", 0, densities, tmp_path / "again.npz"))
     first, second = ParticleSet.load(tomograms[0]), ParticleSet.load(tomograms[1])
-    for name in ("clean", "noise", "rotation", "shift", "position", "defocus_um"):
+    for name in (
+        "clean",
+        "noise",
+        "noise_scale",
+        "signal_variance",
+        "rotation",
+        "shift",
+        "position",
+        "defocus_um",
+    ):
         assert np.array_equal(getattr(again, name), getattr(first, name)), name
     assert not np.array_equal(first.rotation, second.rotation)
     assert first.defocus_um[0] != second.defocus_um[0]

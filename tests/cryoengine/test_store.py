@@ -31,11 +31,23 @@ DATASET_ATTRS = {
     "voxel_size_A": 10.0,
     "box": BOX,
     "snr_levels": LEVELS,
+    "noise_realisations": 2,
     "tilt_scheme": {"min_deg": -60, "max_deg": 60, "step_deg": 3},
     "provenance": {"seed": 0},
 }
 COUNTS = {"a": 7, "b": 5}  # 7 = two full shards of 3 and one of 1
-ARRAYS = ("clean", "noisy", "snr", "rotation", "shift", "position", "tomogram", "defocus_um")
+ARRAYS = (
+    "clean",
+    "noisy",
+    "noise",
+    "snr",
+    "rotation",
+    "shift",
+    "position",
+    "tomogram",
+    "defocus_um",
+    "noise_scale",
+)
 
 
 def make_particles(n: int, seed: int, class_id: str, box: int = BOX) -> ParticleSet:
@@ -77,7 +89,7 @@ def assert_item_matches(item, particles: ParticleSet, row: int) -> None:
     for name in ARRAYS:
         expected = getattr(particles, name)[row]
         value = np.asarray(getattr(item, name))
-        if name in ("tomogram", "defocus_um"):
+        if name in ("tomogram", "defocus_um", "noise_scale"):
             assert value == expected, name
         else:
             assert value.dtype == expected.dtype and value.tobytes() == expected.tobytes(), name
@@ -288,13 +300,13 @@ def test_deleted_shard_fails_the_checksum(written):
 def test_other_format_version_is_refused(written):
     path, _ = written
     meta = json.loads((path / "zarr.json").read_text())
-    meta["attributes"]["format_version"] = 2
+    meta["attributes"]["format_version"] = 7
     (path / "zarr.json").write_text(json.dumps(meta))
     with pytest.raises(
-        DatasetFormatError, match=r"has format_version 2; this cryoengine reads format_version 1"
+        DatasetFormatError, match=r"has format_version 7; this cryoengine reads format_version 1, 2"
     ):
         open_dataset(path)
-    with pytest.raises(DatasetFormatError, match="format_version 2"):
+    with pytest.raises(DatasetFormatError, match="format_version 7"):
         write_class_group(path, "a", make_particles(2, 0, "a"), {}, DATASET_ATTRS)
 
 
@@ -363,3 +375,69 @@ def test_inspect_shows_a_table_of_classes(shared):
     assert " / ".join(f"{v:.3g}" for v in median) in lines[3]
     assert lines[-1] == "all checksums ok"
     assert inspect_dataset(path, verify=False).table.splitlines()[3].endswith("not checked")
+
+
+def downgrade_to_version_1(path: Path) -> None:
+    """Turn a format-2 dataset into what format 1 wrote: no noise arrays, no noise_realisations, version 1."""
+
+    def edit(meta_path: Path, change) -> None:
+        meta = json.loads(meta_path.read_text())
+        change(meta["attributes"])
+        meta_path.write_text(json.dumps(meta))
+
+    def root(attrs):
+        attrs["format_version"] = 1
+        del attrs["noise_realisations"]
+
+    def group(attrs):
+        root(attrs)
+        del attrs["checksums"]["noise"], attrs["checksums"]["noise_scale"]
+
+    edit(path / "zarr.json", root)
+    for class_dir in (path / "classes").iterdir():
+        if (class_dir / "zarr.json").is_file() and class_dir.name != "zarr.json":
+            edit(class_dir / "zarr.json", group)
+            shutil.rmtree(class_dir / "noise")
+            shutil.rmtree(class_dir / "noise_scale")
+
+
+def test_format_2_items_and_blocks_carry_k_unit_noise_volumes_and_the_scale(shared):
+    path, sets = shared
+    dataset = open_dataset(path)
+    assert (dataset.format_version, dataset.noise_realisations) == (2, 2)
+    item = dataset[8]
+    assert item.noise.shape == (2, BOX, BOX, BOX) and item.noise.dtype == np.float32
+    assert item.noise.tobytes() == sets["b"].noise[1].tobytes()
+    assert isinstance(item.noise_scale, float) and item.noise_scale == sets["b"].noise_scale[1]
+    block = dataset.read_block("a", 3, 6)
+    assert block.noise.shape == (3, 2, BOX, BOX, BOX) and block.noise_scale.shape == (3,)
+    assert block.noise.tobytes() == sets["a"].noise[3:6].tobytes()
+    assert block.noise_scale.dtype == np.float32
+    dataset.verify()
+
+
+def test_noise_is_stored_raw_behind_a_crc_and_the_rest_compressed(shared):
+    path, _ = shared
+    codecs = json.loads((path / "classes" / "a" / "noise" / "zarr.json").read_text())["codecs"]
+    inner = [codec["name"] for codec in codecs[0]["configuration"]["codecs"]]
+    assert inner == ["bytes", "crc32c"]
+    codecs = json.loads((path / "classes" / "a" / "noisy" / "zarr.json").read_text())["codecs"]
+    assert [codec["name"] for codec in codecs[0]["configuration"]["codecs"]] == ["bytes", "blosc", "crc32c"]
+
+
+def test_a_format_1_dataset_still_reads_without_noise(written):
+    path, sets = written
+    downgrade_to_version_1(path)
+    dataset = open_dataset(path)
+    assert (dataset.format_version, dataset.noise_realisations) == (1, 0)
+    item = dataset[2]
+    assert item.noise is None and item.noise_scale is None
+    assert item.noisy.tobytes() == sets["a"].noisy[2].tobytes()
+    blocks = list(dataset.iter_shards())
+    assert sum(len(b) for b in blocks) == 12 and all(
+        b.noise is None and b.noise_scale is None for b in blocks
+    )
+    dataset.verify()
+    assert inspect_dataset(path).ok and " v1, " in str(inspect_dataset(path))
+    with pytest.raises(DatasetFormatError, match="format_version 1; this cryoengine writes version 2 only"):
+        write_class_group(path, "c", make_particles(2, 0, "c"), {}, DATASET_ATTRS)
