@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -24,6 +25,13 @@ from cryoengine.store import Dataset, open_dataset
 __all__ = ["SubtomogramDataModule"]
 
 log = logging.getLogger(__name__)
+
+# Lightning warns about every IterableDataset with a __len__; the streams' length is exact on every rank
+# (each worker reads its own planned run, aptvit.data.stream), and the length drives the progress bar and
+# the learning-rate schedule.
+warnings.filterwarnings(
+    "ignore", message="Your `IterableDataset` has `__len__` defined", category=UserWarning
+)
 
 KEY_VIEWS = ("clean", "noisy")
 POSE_PAIRINGS = ("transform", "particle")
@@ -300,6 +308,11 @@ class SubtomogramDataModule(LightningDataModule):
             snr_range = None
             levels = stored
         else:
+            if self.key_view == "noisy" and dataset.noise_realisations < 2:
+                raise ValueError(
+                    f"key_view 'noisy' needs two independent noise realisations per particle; {path} stores "
+                    f"noise_realisations {dataset.noise_realisations}: key_view 'clean'"
+                )
             train_levels = val_levels = ()
             levels = tuple(stored if self.snr_levels is None else self.snr_levels)
             snr_range = self.snr_range

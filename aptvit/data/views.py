@@ -8,6 +8,8 @@ SNR convention (DESIGN §3): ``SNR = var(clean) / var(noise)`` over the box. For
 volumes per particle and a scale, so that ``clean + noise_scale / √s · noise[k]`` is the particle at SNR `s`
 for any `s > 0`, and two noisy views of one particle use two different `k` (independent noise). Format 1
 stores only the levels ``noisy[:, l]``, which share one noise draw: there the key must be the clean view.
+The SNR reported with a view is the nominal `s` in format 2 (the store's class-blind scale: a reference
+particle would have SNR `s`; :mod:`cryoengine.noise`) and the stored measured SNR of the level in format 1.
 """
 
 from __future__ import annotations

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import types
+import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch import LightningModule, Trainer
 
 from aptvit.data import SubtomogramDataModule, mix_noise_at_snr, standardise_volumes
-from aptvit.data.views import TRAIN_STREAM, ViewSampler
 from aptvit.rotation import random_rotations, relative_pose, rotate_volumes
-from cryoengine.noise import add_noise_at_snr_levels
+from cryoengine.noise import mix_noise_at_snr_levels
 from cryoengine.particles import ParticleSet
 from cryoengine.store import (
     DatasetFormatError,
@@ -24,9 +26,16 @@ from cryoengine.store import (
 BOX = 16
 LEVELS = [0.1, 0.05, 0.01]
 SHARD = 4
+REALISATIONS = 2
 # class → particles per tomogram (tomograms 0, 1, 2, ...): several classes × several tomograms.
 LAYOUT = {"alpha": [5, 4, 6], "beta": [3, 5, 4, 2], "gamma": [7, 6]}
-DATASET_ATTRS = {"voxel_size_A": 10.0, "box": BOX, "snr_levels": LEVELS, "provenance": {"seed": 0}}
+DATASET_ATTRS = {
+    "voxel_size_A": 10.0,
+    "box": BOX,
+    "snr_levels": LEVELS,
+    "noise_realisations": REALISATIONS,
+    "provenance": {"seed": 0},
+}
 
 
 def _blobs(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -41,14 +50,21 @@ def _blobs(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _class_particles(class_id: str, per_tomogram: list[int], seed: int) -> ParticleSet:
+    """Particles whose noise scale makes the nominal SNR their own measured SNR (reference = particle)."""
     rng = np.random.default_rng(seed)
     n = sum(per_tomogram)
     clean = _blobs(n, rng)
-    noise = rng.standard_normal((n, BOX, BOX, BOX)).astype(np.float32)
-    noisy, snr = add_noise_at_snr_levels(clean, noise, np.array(LEVELS), device="cpu")
+    noise = rng.standard_normal((n, REALISATIONS, BOX, BOX, BOX)).astype(np.float32)
+    noise /= noise.std(axis=(2, 3, 4), keepdims=True)
+    scale = clean.std(axis=(1, 2, 3))
+    noisy, snr = mix_noise_at_snr_levels(
+        clean, noise, scale, np.array(LEVELS), clean.var(axis=(1, 2, 3)), device="cpu"
+    )
     shift = rng.uniform(-0.5, 0.5, (n, 3))
     return ParticleSet(
         clean=clean,
+        noise=noise,
+        noise_scale=scale,
         noisy=noisy,
         snr=snr,
         rotation=random_rotations(n, torch.Generator().manual_seed(seed), dtype=torch.float64).numpy(),
@@ -60,14 +76,36 @@ def _class_particles(class_id: str, per_tomogram: list[int], seed: int) -> Parti
     )
 
 
+def _downgrade_to_format_1(path: Path) -> None:
+    """Make a format-2 dataset what format 1 wrote: no noise arrays, no noise_realisations, version 1."""
+    for meta_path in [path / "zarr.json", *(path / "classes").glob("*/zarr.json")]:
+        meta = json.loads(meta_path.read_text())
+        meta["attributes"]["format_version"] = 1
+        meta["attributes"].pop("noise_realisations")
+        for name in ("noise", "noise_scale"):
+            meta["attributes"].get("checksums", {}).pop(name, None)
+            shutil.rmtree(meta_path.parent / name, ignore_errors=True)
+        meta_path.write_text(json.dumps(meta))
+
+
 @pytest.fixture(scope="module")
 def dataset_path(tmp_path_factory) -> str:
-    """A format-1 dataset: three classes of 2-4 tomograms, 16³ boxes, shards of 4."""
+    """A format-2 dataset: three classes of 2-4 tomograms, 16³ boxes, shards of 4, K = 2."""
     path = tmp_path_factory.mktemp("pretrain") / "dataset.zarr"
     for k, (class_id, per_tomogram) in enumerate(LAYOUT.items()):
         particles = _class_particles(class_id, per_tomogram, seed=k)
         write_class_group(path, class_id, particles, {"name": class_id}, DATASET_ATTRS, SHARD)
     write_manifest(path, list(LAYOUT), DATASET_ATTRS)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def format_1_path(dataset_path, tmp_path_factory) -> str:
+    """The same particles as format 1 wrote them (stored levels only)."""
+    path = tmp_path_factory.mktemp("format1") / "dataset.zarr"
+    shutil.copytree(dataset_path, path)
+    _downgrade_to_format_1(path)
+    assert open_dataset(path).format_version == 1
     return str(path)
 
 
@@ -225,71 +263,50 @@ def test_particle_pairing_gives_the_relative_pose_of_another_particle_of_the_cla
             assert torch.allclose(batch["pose_shift"][b].double(), shift, atol=1e-5)
 
 
-def test_query_snr_is_measured_at_the_drawn_level_format_1(dataset_path):
-    module = _module(dataset_path, snr_levels=[0.05], val_fraction=0.0)
-    dataset = open_dataset(dataset_path)
+def test_query_snr_is_the_stored_measured_snr_of_the_drawn_level_format_1(format_1_path):
+    module = _module(format_1_path, snr_levels=[0.05], val_fraction=0.0)
+    dataset = open_dataset(format_1_path)
     raw = next(module.train_stream.iter_worker(0, 1))
     for b, index in enumerate(raw["index"].tolist()):
         clean = dataset[index].clean
         measured = clean.var() / (raw["query"][b, 0].numpy() - clean).var()
-        assert (
-            measured == pytest.approx(0.05, rel=1e-3) == pytest.approx(float(raw["query_snr"][b]), rel=1e-4)
-        )
-    val = _module(dataset_path, val_snr=0.01).val_stream
+        assert measured == pytest.approx(0.05, rel=1e-3)
+        assert measured == pytest.approx(float(raw["query_snr"][b]), rel=1e-4)
+    val = _module(format_1_path, val_snr=0.01).val_stream
     assert torch.allclose(next(val.iter_worker(0, 1))["query_snr"], torch.tensor(0.01), rtol=1e-3)
+    batch = module.on_after_batch_transfer(raw, 0)
+    assert torch.isinf(batch["key_snr"]).all() and batch["pose_target"].shape == (3, 1, BOX, BOX, BOX)
 
 
-def _format_2_block(n: int = 40, realisations: int = 3) -> types.SimpleNamespace:
-    rng = np.random.default_rng(1)
-    clean = _blobs(n, rng)
-    noise = rng.standard_normal((n, realisations, BOX, BOX, BOX)).astype(np.float32)
-    noise /= noise.std(axis=(2, 3, 4), keepdims=True)
-    return types.SimpleNamespace(
-        clean=clean,
-        noise=noise,
-        noise_scale=clean.std(axis=(1, 2, 3)),
-        indices=range(n),
-        rotation=np.tile(np.eye(3), (n, 1, 1)),
-        shift=np.zeros((n, 3)),
-        tomogram=np.zeros(n, int),
-    )
-
-
-def test_two_noisy_views_carry_independent_noise_and_the_nominal_snr_format_2():
-    block = _format_2_block()
-    sampler = ViewSampler(
-        format_version=2,
-        snr_levels=(),
-        level_indices=(),
-        snr_range=(0.01, 0.2),
-        key_view="noisy",
-        pose_pairing="transform",
-        max_shift_vox=3.0,
-        seed=0,
-        stream=TRAIN_STREAM,
-    )
+def test_two_noisy_views_carry_independent_noise_at_the_drawn_snr_format_2(dataset_path):
+    module = _module(dataset_path, key_view="noisy", snr_range=(0.01, 0.2), val_fraction=0.0, batch_size=1)
+    dataset = open_dataset(dataset_path)
     correlations, snrs = [], []
-    for row in range(len(block.clean)):
-        item = sampler.item(block, row, row, 0, 0, None)
-        noise_q, noise_k = item["query"] - block.clean[row], item["key"] - block.clean[row]
+    for raw in module.train_stream.iter_worker(0, 1):
+        clean = dataset[int(raw["index"][0])].clean
+        noise_q, noise_k = raw["query"][0, 0].numpy() - clean, raw["key"][0, 0].numpy() - clean
         correlations.append(np.corrcoef(noise_q.ravel(), noise_k.ravel())[0, 1])
-        assert block.clean[row].var() / noise_q.var() == pytest.approx(item["query_snr"], rel=1e-3)
-        assert block.clean[row].var() / noise_k.var() == pytest.approx(item["key_snr"], rel=1e-3)
-        snrs.append(item["query_snr"])
-    assert abs(np.mean(correlations)) < 0.01 and np.max(np.abs(correlations)) < 0.1
-    assert (
-        0.01 <= min(snrs)
-        and max(snrs) <= 0.2
-        and np.median(np.log(snrs)) == pytest.approx(np.log(np.sqrt(0.002)), abs=0.6)
-    )
+        # The fixture's noise scale makes the nominal SNR each particle's measured SNR.
+        assert clean.var() / noise_q.var() == pytest.approx(float(raw["query_snr"][0]), rel=1e-3)
+        assert clean.var() / noise_k.var() == pytest.approx(float(raw["key_snr"][0]), rel=1e-3)
+        snrs += [float(raw["query_snr"][0]), float(raw["key_snr"][0])]
+    # 4,096 voxels: the correlation of independent noise has a standard deviation of ~0.016.
+    assert abs(np.mean(correlations)) < 0.01 and np.max(np.abs(correlations)) < 0.07
+    assert 0.01 <= min(snrs) and max(snrs) <= 0.2
+    # Log-uniform: the median of log s is the middle of the log range.
+    assert np.median(np.log(snrs)) == pytest.approx(np.log(np.sqrt(0.01 * 0.2)), abs=0.5)
+    # Any positive SNR is possible in format 2, and validation is at val_snr.
+    assert _module(dataset_path, snr_range=(1e-4, 50.0)).train_stream.plan.num_items > 0
+    val = next(_module(dataset_path, val_snr=0.02).val_stream.iter_worker(0, 1))
+    assert torch.allclose(val["query_snr"], torch.tensor(0.02))
 
 
-def test_mix_noise_at_snr_and_standardise_volumes():
-    block = _format_2_block(n=2)
-    volume = mix_noise_at_snr(block.clean[0], block.noise[0, 1], float(block.noise_scale[0]), 0.03)
-    assert block.clean[0].var() / (volume - block.clean[0]).var() == pytest.approx(0.03, rel=1e-4)
+def test_mix_noise_at_snr_and_standardise_volumes(dataset_path):
+    item = open_dataset(dataset_path)[3]
+    volume = mix_noise_at_snr(item.clean, item.noise[1], item.noise_scale, 0.03)
+    assert item.clean.var() / (volume - item.clean).var() == pytest.approx(0.03, rel=1e-4)
     with pytest.raises(ValueError, match="snr must be positive"):
-        mix_noise_at_snr(block.clean[0], block.noise[0, 1], 1.0, 0.0)
+        mix_noise_at_snr(item.clean, item.noise[1], 1.0, 0.0)
     volumes = torch.randn(2, 1, 5, 6, 7) * 3 + 2
     standard = standardise_volumes(volumes)
     assert torch.allclose(standard.mean((-3, -2, -1)), torch.zeros(2, 1), atol=1e-6)
@@ -297,37 +314,94 @@ def test_mix_noise_at_snr_and_standardise_volumes():
     assert torch.equal(standardise_volumes(torch.ones(4, 4, 4)), torch.zeros(4, 4, 4))
 
 
+class _Recorder(LightningModule):
+    """Records what the trainer hands to training_step: the batch keys and indices of each epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.seen: list[tuple[int, list[int], set[str]]] = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append((self.current_epoch, batch["index"].tolist(), set(batch)))
+        return (self.weight - batch["query"].mean()) ** 2
+
+    def validation_step(self, batch, batch_idx):
+        self.seen.append((-1, batch["index"].tolist(), set(batch)))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers")
+@pytest.mark.filterwarnings("ignore:Your `IterableDataset` has `__len__` defined")  # exact here
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")  # Lightning 2.6's pytree use on torch 2.13
+def test_the_trainer_gets_finished_batches_and_a_new_order_each_epoch(dataset_path, tmp_path):
+    module = SubtomogramDataModule([dataset_path], batch_size=3, num_workers=0, val_fraction=0.3, seed=5)
+    recorder = _Recorder()
+    trainer = Trainer(
+        max_epochs=2,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
+    trainer.fit(recorder, datamodule=module)
+    epochs = {epoch: [i for e, b, _ in recorder.seen if e == epoch for i in b] for epoch in (0, 1)}
+    assert all(keys >= {"pose_source", "pose_target", "query", "key"} for _, _, keys in recorder.seen)
+    assert epochs[0] == _flat_one(module.train_stream, 0) and epochs[1] == _flat_one(module.train_stream, 1)
+    assert epochs[0] != epochs[1]
+    validation = [b for e, b, _ in recorder.seen if e == -1]
+    assert validation == 2 * _epoch_indices(module.val_stream, 0, 0, 1, 0, 1)
+
+
+def _flat_one(stream, epoch: int) -> list[int]:
+    return [i for b in _epoch_indices(stream, epoch, 0, 1, 0, 1) for i in b]
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
+    ("fixture", "kwargs", "error", "match"),
     [
         (
+            "dataset_path",
             {"include_classes": ["delta"]},
             ValueError,
-            "include_classes names delta, which .*dataset.zarr do not hold",
+            "include_classes names delta, which .*zarr do",
         ),
-        ({"exclude_classes": ["delta"]}, ValueError, "exclude_classes names delta"),
+        ("dataset_path", {"exclude_classes": ["delta"]}, ValueError, "exclude_classes names delta"),
         (
+            "dataset_path",
             {"batch_size": 100},
             ValueError,
-            "batch_size 100 × 1 rank.* larger than the training split of .*dataset.zarr",
+            "batch_size 100 × 1 rank.* larger than the training split",
         ),
         (
+            "format_1_path",
             {"snr_range": (0.01, 0.1)},
             ValueError,
-            "snr_range .* needs stored unit noise .*dataset.zarr is format 1",
+            "snr_range .* unit noise .*zarr is format 1",
         ),
-        ({"snr_levels": [0.2]}, ValueError, "snr_levels 0.2 is not a stored level of .*dataset.zarr"),
-        ({"val_snr": 0.5}, ValueError, "val_snr 0.5 is not a stored level"),
         (
+            "format_1_path",
+            {"snr_levels": [0.2]},
+            ValueError,
+            "snr_levels 0.2 is not a stored level of .*zarr",
+        ),
+        ("format_1_path", {"val_snr": 0.5}, ValueError, "val_snr 0.5 is not a stored level"),
+        (
+            "format_1_path",
             {"key_view": "noisy"},
             ValueError,
-            "key_view 'noisy' needs independent noise .*the key must be the clean view",
+            "key_view 'noisy' needs .*the key must be the clean",
         ),
     ],
 )
-def test_bad_configuration_against_the_data_is_a_one_line_error(dataset_path, kwargs, error, match):
+def test_bad_configuration_against_the_data_is_a_one_line_error(request, fixture, kwargs, error, match):
     with pytest.raises(error, match=match) as raised:
-        _module(dataset_path, **kwargs)
+        _module(request.getfixturevalue(fixture), **kwargs)
     assert "\n" not in str(raised.value)
 
 
