@@ -17,16 +17,18 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from aptvit.data import SubtomogramDataModule
-from aptvit.data.views import collate_items
+from aptvit.data.stream import READ_ROWS
 from cryoengine.particles import ParticleSet
 from cryoengine.rotation import random_rotations
-from cryoengine.store import open_dataset, write_class_group, write_manifest
+from cryoengine.store import write_class_group, write_manifest
 
 SNR_LEVELS = [0.1, 0.05, 0.03, 0.01]
 REALISATIONS = 2
@@ -79,47 +81,46 @@ def epoch_rate(path: Path, workers: int, batch_size: int, **options) -> tuple[in
 
 
 def breakdown(path: Path, batch_size: int, **options) -> dict[str, float]:
-    """Microseconds per item of each loader stage, in this process (one worker's work)."""
+    """Microseconds per item of each loader stage: one worker's epoch, in this process, with timers."""
     module = SubtomogramDataModule(
         [str(path)], batch_size=batch_size, num_workers=0, val_fraction=0.1, seed=0, **options
     )
     module.setup("fit")
     stream = module.train_stream
-    dataset = open_dataset(path)
-    _, segments = stream.plan.assignment(0, 0, 1)
-    times = {"read_block": 0.0, "views": 0.0, "collate": 0.0, "device finish (CPU)": 0.0}
-    items = 0
-    pending = []
-    for piece_index, rows in segments:
-        piece = stream.plan.pieces[piece_index]
-        start = time.perf_counter()
-        block = dataset.read_block(piece.class_id, int(rows[0]), int(rows[-1]) + 1)
-        times["read_block"] += time.perf_counter() - start
-        start = time.perf_counter()
-        sampler = stream.samplers[0]
-        for row in rows:
-            local = int(row) - int(rows[0])
-            partner = (block, (local + 1) % len(rows)) if sampler.pose_pairing == "particle" else None
-            pending.append(sampler.item(block, local, int(block.indices[local]), 0, 0, partner))
-        times["views"] += time.perf_counter() - start
-        items += len(rows)
-        while len(pending) >= batch_size:
+    stream.rank, stream.world_size = 0, 1
+    times: dict[str, float] = defaultdict(float)
+
+    def timed(name: str, function: Callable) -> Callable:
+        def wrapper(*args, **kwargs):
             start = time.perf_counter()
-            batch = collate_items(pending[:batch_size])
-            times["collate"] += time.perf_counter() - start
-            start = time.perf_counter()
-            module.on_after_batch_transfer(batch, 0)
-            times["device finish (CPU)"] += time.perf_counter() - start
-            pending = pending[batch_size:]
+            result = function(*args, **kwargs)
+            times[name] += time.perf_counter() - start
+            return result
+
+        return wrapper
+
+    dataset = stream.datasets[0]
+    dataset.read_block = timed("store read (read_block)", dataset.read_block)
+    object.__setattr__(stream.samplers[0], "item", timed("views (ViewSampler.item)", stream.samplers[0].item))
+    items, finish = 0, 0.0
+    start = time.perf_counter()
+    for batch in stream.iter_worker(0, 1):
+        items += len(batch["index"])
+        begin = time.perf_counter()
+        module.on_after_batch_transfer(batch, 0)
+        finish += time.perf_counter() - begin
+    loader = time.perf_counter() - start - finish
+    times["collate, shuffle buffer, rest"] = loader - sum(times.values())
+    times["loader total"] = loader
+    times["device finish (CPU here)"] = finish
     per_item = {name: seconds / items * 1e6 for name, seconds in times.items()}
     # Which stored arrays the read spends its time on (through the store's private per-array reader:
     # read_block has no choice of arrays, and format 2 views never use ``noisy``).
     class_id = dataset.classes[0]
-    rows = dataset.shard_ranges(class_id)[0]
     for name in ("clean", "noise", "noisy"):
-        start = time.perf_counter()
-        dataset._read(class_id, name, slice(rows[1], rows[2]))
-        per_item[f"  of which {name}"] = (time.perf_counter() - start) / (rows[2] - rows[1]) * 1e6
+        begin = time.perf_counter()
+        dataset._read(class_id, name, slice(0, READ_ROWS))
+        per_item[f"  store read of {name} alone"] = (time.perf_counter() - begin) / READ_ROWS * 1e6
     return per_item
 
 

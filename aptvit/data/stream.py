@@ -36,6 +36,11 @@ __all__ = ["ShardPiece", "ShardPlan", "SubtomogramStream", "distributed_rank_and
 
 log = logging.getLogger(__name__)
 
+# Rows per store read: a shard is read in contiguous runs of at most this many rows (same file, in order).
+# 64 rows of 32³ read ~25 % faster per item than whole 256-row shards (smaller fresh allocations, fewer
+# page faults; benchmarks/train.py), and bound a worker's transient memory to ~60 MiB.
+READ_ROWS = 64
+
 
 @dataclass(frozen=True, eq=False)
 class ShardPiece:
@@ -243,15 +248,16 @@ class SubtomogramStream(IterableDataset):
             sampler = self.samplers[piece.dataset]
             offset = self.index_offsets[piece.dataset]
             label = self.labels[(piece.dataset, piece.class_id)]
-            first = int(rows[0])
-            block = dataset.read_block(piece.class_id, first, int(rows[-1]) + 1)
-            for row in rows:
-                local = int(row) - first
-                index = offset + int(block.indices[local])
-                partner = None
-                if sampler.pose_pairing == "particle":
-                    partner = self._partner(piece, rows, block, local, index, epoch)
-                yield sampler.item(block, local, index, label, epoch, partner)
+            for part in np.array_split(rows, -(-len(rows) // READ_ROWS)):
+                first = int(part[0])
+                block = dataset.read_block(piece.class_id, first, int(part[-1]) + 1)
+                for row in part:
+                    local = int(row) - first
+                    index = offset + int(block.indices[local])
+                    partner = None
+                    if sampler.pose_pairing == "particle":
+                        partner = self._partner(piece, part, block, local, index, epoch)
+                    yield sampler.item(block, local, index, label, epoch, partner)
 
     def _partner(
         self, piece: ShardPiece, rows: np.ndarray, block: Any, local: int, index: int, epoch: int
