@@ -6,6 +6,7 @@ and every check against the data happen in :meth:`SubtomogramDataModule.setup`, 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import warnings
@@ -193,7 +194,7 @@ class SubtomogramDataModule(LightningDataModule):
             if c in kept
         }
         self.split = split_tomograms(tomograms, self.val_fraction, self.seed)
-        pieces = {"train": [], "val": []}
+        pieces: dict[str, list[ShardPiece]] = {"train": [], "val": []}
         class_rows: dict[str, dict[tuple[int, str], np.ndarray]] = {"train": {}, "val": {}}
         for (d, class_id), per_particle in tomograms.items():
             side = np.array([self.split[(d, class_id, int(t))] for t in per_particle])
@@ -303,8 +304,10 @@ class SubtomogramDataModule(LightningDataModule):
                     "(format 1) share one noise draw, so the key must be the clean view: key_view 'clean'"
                 )
             wanted = list(stored) if self.snr_levels is None else self.snr_levels
-            train_levels = tuple(_stored_level(path, stored, s, "snr_levels") for s in wanted)
-            val_levels = (_stored_level(path, stored, val_snr, "val_snr"),)
+            train_levels: tuple[int, ...] = tuple(
+                _stored_level(path, stored, s, "snr_levels") for s in wanted
+            )
+            val_levels: tuple[int, ...] = (_stored_level(path, stored, val_snr, "val_snr"),)
             snr_range = None
             levels = stored
         else:
@@ -318,22 +321,23 @@ class SubtomogramDataModule(LightningDataModule):
             snr_range = self.snr_range
             if snr_range is None and self.snr_levels is None:
                 snr_range = (min(stored), max(stored))
-        common = {
-            "format_version": version,
-            "key_view": self.key_view,
-            "pose_pairing": self.pose_pairing,
-            "max_shift_vox": self.max_shift_vox,
-            "seed": self.seed,
-        }
         train = ViewSampler(
-            snr_levels=levels, level_indices=train_levels, snr_range=snr_range, stream=TRAIN_STREAM, **common
+            format_version=version,
+            snr_levels=levels,
+            level_indices=train_levels,
+            snr_range=snr_range,
+            key_view=self.key_view,
+            pose_pairing=self.pose_pairing,
+            max_shift_vox=self.max_shift_vox,
+            seed=self.seed,
+            stream=TRAIN_STREAM,
         )
-        val = ViewSampler(
+        val = dataclasses.replace(
+            train,
             snr_levels=levels if version == 1 else (val_snr,),
             level_indices=val_levels,
             snr_range=None,
             stream=VAL_STREAM,
-            **common,
         )
         return train, val
 
@@ -343,10 +347,11 @@ class _EpochLoader(DataLoader):
 
     def __init__(self, stream: SubtomogramStream, epoch: Any, **kwargs: Any) -> None:
         super().__init__(stream, batch_size=None, **kwargs)
+        self._stream = stream
         self._epoch_of = epoch
 
     def __iter__(self) -> Any:
-        self.dataset.set_epoch(self._epoch_of())
+        self._stream.set_epoch(self._epoch_of())
         return super().__iter__()
 
 

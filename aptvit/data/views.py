@@ -202,7 +202,7 @@ class ViewSampler:
             out["pose_rotation"] = random_rotations(1, rng)[0]
             direction = rng.standard_normal(3)
             radius = self.max_shift_vox * rng.random() ** (1 / 3)
-            out["pose_shift"] = direction / max(np.linalg.norm(direction), 1e-12) * radius
+            out["pose_shift"] = direction / max(float(np.linalg.norm(direction)), 1e-12) * radius
         else:
             partner_block, partner_row = partner
             out["partner"], _, _ = self.noisy_view(partner_block, partner_row, rng)

@@ -136,6 +136,12 @@ def test_every_item_of_an_epoch_is_seen_once_across_2_ranks_and_2_workers(datase
     assert len(seen) == len(set(seen)) == per_rank[0] * 2 * 3
     train_items = {int(i) for piece in plan.pieces for i in _global(dataset_path, piece)}
     assert set(seen) <= train_items and len(train_items - set(seen)) < 2 * 3
+    # Validation: the same number of batches on both ranks too (the last one partial), < 2 items left out.
+    val = module.val_stream
+    val_batches = [[b for w in range(2) for b in _epoch_indices(val, 0, r, 2, w, 2)] for r in range(2)]
+    assert len(val_batches[0]) == len(val_batches[1]) == val.plan.batches_per_rank(2) > 0
+    val_seen = [i for rank in val_batches for b in rank for i in b]
+    assert len(val_seen) == len(set(val_seen)) > val.plan.num_items - 2
     # Another epoch leaves out other items, and batch size 1 on one rank sees the whole split.
     assert set(_flat(stream, 4, 2)) != set(seen)
     assert sorted(_flat(_module(dataset_path, batch_size=1).train_stream, 0, 1)) == sorted(train_items)
