@@ -471,6 +471,7 @@ def dataset_attrs(config: EngineConfig) -> dict:
         "box": config.box,
         "snr_levels": list(config.noise.snr_levels),
         "noise_realisations": config.noise.realisations,
+        "class_labels": list(config.classes),
         "noise_reference_diameter_A": config.reference_diameter_A(),
         "tilt_scheme": config.tilt.model_dump(mode="json"),
         "optics": config.optics.model_dump(mode="json"),
