@@ -263,6 +263,15 @@ class MapSource(_SourceBase):
 
     kind: Literal["map"]
     path: Path = Field(description="Path of the .mrc/.map file (relative to the workdir).")
+    molecular_weight_kDa: float | None = Field(
+        None,
+        gt=0,
+        le=1e6,
+        description=(
+            "Mass of the molecule (kDa): the map is rescaled to the scattering potential of this mass, "
+            "the scale of the atomic classes; null = from the volume inside 0.4 of the peak (±20 %)."
+        ),
+    )
 
 
 class PhantomSource(_SourceBase):

@@ -249,3 +249,48 @@ def test_optional_class_that_cannot_be_fetched_is_skipped_with_a_warning(tmp_pat
         kept = stages.available_classes(config)
     assert kept == ["helix", "blob", "required"]  # a required class fails later, in its own rule
     assert "skipping optional class missing: PDB entry 9ZZZ not found" in caplog.text
+
+
+def test_a_map_class_is_on_the_scale_of_the_atomic_class(shared_data, tmp_path):
+    """1S3X as atoms, as our own density map read back as ``kind: map``, and as PolNet's map (peak ~250)."""
+    pdb = shared_data / "polnet" / "pdbs" / "1s3x.pdb"
+    atomic = validate_config({**CONFIG, "classes": {"atoms": {"kind": "file", "path": str(pdb)}}})
+    ours = stages.density(atomic, "atoms", tmp_path / "atoms.mrc")
+    atomic_map = stages.class_density(atomic, "atoms")
+    for path, weight in ((ours, 42.75), (shared_data / "polnet" / "maps_10A" / "1s3x.mrc", 42.75)):
+        as_map = validate_config(
+            {**CONFIG, "classes": {"m": {"kind": "map", "path": str(path), "molecular_weight_kDa": weight}}}
+        )
+        ratio = stages.class_density(as_map, "m").sum() / atomic_map.sum()
+        assert abs(ratio - 1) < 0.04, path  # measured 1.012 (gemmi's cut-off keeps 0.988 of Σ f(0))
+    no_weight = validate_config({**CONFIG, "classes": {"m": {"kind": "map", "path": str(ours)}}})
+    assert 0.8 < stages.class_density(no_weight, "m").sum() / atomic_map.sum() < 1.2
+
+
+def test_a_map_crowder_has_the_contrast_of_an_atomic_particle(shared_data, tmp_path):
+    """Targets of a PolNet map class and of an atomic class of similar mass: comparable box contrast."""
+    config = validate_config(
+        {
+            **CONFIG,
+            "sample": {**CONFIG["sample"], "crowding_fraction": 0.05},
+            "classes": {
+                "esterase": {
+                    "kind": "map",
+                    "path": str(shared_data / "polnet" / "maps_10A" / "3qm1.mrc"),
+                    "molecular_weight_kDa": 31.31,
+                },
+                "hsp70": {"kind": "file", "path": str(shared_data / "polnet" / "pdbs" / "1s3x.pdb")},
+            },
+        }
+    )
+    densities = {c: stages.density(config, c, tmp_path / f"{c}.mrc") for c in config.classes}
+    contrast = {}
+    for class_id in config.classes:
+        own = [
+            ParticleSet.load(stages.simulate_tomogram(config, class_id, t, densities, tmp_path / "t.npz"))
+            for t in (0, 1)
+        ]
+        contrast[class_id] = np.median(np.sqrt(np.concatenate([p.signal_variance for p in own])))
+        boxes = np.concatenate([p.clean for p in own])
+        assert boxes.std(axis=(1, 2, 3)).max() < 5 * np.median(boxes.std(axis=(1, 2, 3)))  # no giant crowder
+    assert 0.5 < contrast["esterase"] / contrast["hsp70"] < 1.5  # 31 vs 43 kDa
