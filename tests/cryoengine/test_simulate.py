@@ -199,15 +199,21 @@ def test_bad_imaging_config(patch, message):
 
 def test_more_particles_than_fit_is_a_clear_error(simulated, tmp_path):
     _, _, densities, _, _ = simulated
-    crowded = validate_config({**CONFIG, "sample": {**CONFIG["sample"], "particles_per_tomogram": 60}})
-    with pytest.raises(ValueError, match="placed .* of"):
+    with pytest.raises(ConfigError, match="would fill .* of the slab"):  # caught when the config is read
+        validate_config({**CONFIG, "sample": {**CONFIG["sample"], "particles_per_tomogram": 60}})
+    crowded = validate_config({**CONFIG, "sample": {**CONFIG["sample"], "particles_per_tomogram": 20}})
+    with pytest.raises(ValueError, match="placed .* of"):  # and what the estimate lets through, when placed
         stages.simulate_tomogram(crowded, "helix", 0, densities, tmp_path / "x.npz")
     assert not (tmp_path / "x.npz").exists()
 
 
 def test_class_too_big_for_the_box(tmp_path):
     config = validate_config(
-        {**CONFIG, "classes": {"big": {"kind": "phantom", "shape": "cage", "diameter_A": 400}}}
+        {
+            **CONFIG,
+            "sample": {**CONFIG["sample"], "crowding_fraction": 0, "particles_per_tomogram": 1},
+            "classes": {"big": {"kind": "phantom", "shape": "cage", "diameter_A": 400}},
+        }
     )
     with pytest.raises(ValueError, match="does not fit"):
         stages.simulate_class(config, "big", tmp_path / "density", tmp_path / "big.npz")
@@ -254,16 +260,17 @@ def test_optional_class_that_cannot_be_fetched_is_skipped_with_a_warning(tmp_pat
 def test_a_map_class_is_on_the_scale_of_the_atomic_class(shared_data, tmp_path):
     """1S3X as atoms, as our own density map read back as ``kind: map``, and as PolNet's map (peak ~250)."""
     pdb = shared_data / "polnet" / "pdbs" / "1s3x.pdb"
-    atomic = validate_config({**CONFIG, "classes": {"atoms": {"kind": "file", "path": str(pdb)}}})
+    lone = {**CONFIG, "sample": {**CONFIG["sample"], "crowding_fraction": 0}}
+    atomic = validate_config({**lone, "classes": {"atoms": {"kind": "file", "path": str(pdb)}}})
     ours = stages.density(atomic, "atoms", tmp_path / "atoms.mrc")
     atomic_map = stages.class_density(atomic, "atoms")
     for path, weight in ((ours, 42.75), (shared_data / "polnet" / "maps_10A" / "1s3x.mrc", 42.75)):
         as_map = validate_config(
-            {**CONFIG, "classes": {"m": {"kind": "map", "path": str(path), "molecular_weight_kDa": weight}}}
+            {**lone, "classes": {"m": {"kind": "map", "path": str(path), "molecular_weight_kDa": weight}}}
         )
         ratio = stages.class_density(as_map, "m").sum() / atomic_map.sum()
         assert abs(ratio - 1) < 0.04, path  # measured 1.012 (gemmi's cut-off keeps 0.988 of Σ f(0))
-    no_weight = validate_config({**CONFIG, "classes": {"m": {"kind": "map", "path": str(ours)}}})
+    no_weight = validate_config({**lone, "classes": {"m": {"kind": "map", "path": str(ours)}}})
     assert 0.8 < stages.class_density(no_weight, "m").sum() / atomic_map.sum() < 1.2
 
 
