@@ -20,7 +20,7 @@ from tqdm import tqdm
 from cryoengine.atomic_file import atomic_path
 from cryoengine.config import EngineConfig, FileSource, MapSource, PdbSource, PhantomSource
 from cryoengine.ctf import draw_ctf_parameters
-from cryoengine.density import atoms_to_density, resample_map
+from cryoengine.density import atoms_to_density, resample_map, scale_map_to_mass
 from cryoengine.extraction import extract_subtomograms
 from cryoengine.mrc import read_volume, write_volume
 from cryoengine.noise import mix_noise_at_snr_levels, reference_noise_scale
@@ -86,6 +86,9 @@ def fetch_structure(config: EngineConfig, pdb_id: str, cache_dir: Path | None = 
 def class_density(config: EngineConfig, class_id: str) -> np.ndarray:
     """Density map of one configured class: `(box, box, box)` float32 at ``config.voxel_size_A``.
 
+    Every class is on the atomic scale (electron-scattering potential); a map class is rescaled to the
+    potential of its mass (:func:`~cryoengine.density.scale_map_to_mass`).
+
     Raises
     ------
     KeyError
@@ -99,7 +102,9 @@ def class_density(config: EngineConfig, class_id: str) -> np.ndarray:
     resolution_A = config.resolution_A()
     if isinstance(spec, MapSource):
         volume, voxel_in_A = read_volume(spec.path)
-        return resample_map(volume, voxel_in_A, config.voxel_size_A, config.box, resolution_A)
+        resampled = resample_map(volume, voxel_in_A, config.voxel_size_A, config.box, resolution_A)
+        scaled, _ = scale_map_to_mass(resampled, config.voxel_size_A, spec.molecular_weight_kDa)
+        return scaled
     if isinstance(spec, PhantomSource):
         atoms = phantom_atoms(spec.shape, spec.diameter_A, spec.subunits, spec.seed)
     elif isinstance(spec, PdbSource):
@@ -471,6 +476,7 @@ def dataset_attrs(config: EngineConfig) -> dict:
         "box": config.box,
         "snr_levels": list(config.noise.snr_levels),
         "noise_realisations": config.noise.realisations,
+        "class_labels": list(config.classes),
         "noise_reference_diameter_A": config.reference_diameter_A(),
         "tilt_scheme": config.tilt.model_dump(mode="json"),
         "optics": config.optics.model_dump(mode="json"),

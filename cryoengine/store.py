@@ -6,8 +6,17 @@ Layout (format ``cryoengine.subtomograms``, ``format_version`` 2)
 -----------------------------------------------------------------
 ``dataset.zarr/`` (Zarr v3 group)
     attrs: ``format``, ``format_version``, the dataset attrs given by the workflow (``voxel_size_A``,
-    ``box``, ``snr_levels``, ``noise_realisations``, ``tilt_scheme``, ``provenance``, ...), and, once
-    :func:`write_manifest` has run, ``classes`` ``{id: {name, source, ..., count}}`` and the total ``count``.
+    ``box``, ``snr_levels``, ``noise_realisations``, ``class_labels``, ``tilt_scheme``, ``provenance``,
+    ...), and, once :func:`write_manifest` has run, ``classes`` ``{id: {name, source, ..., count}}`` and
+    the total ``count``.
+Labels
+    ``class_labels`` lists every configured class id once, in label order (the config's order), fixed
+    when the root is created: ``Item.class_index`` is a class's position there, whatever groups exist.
+    A class that has no group (an optional class that could not be fetched, a job still running) keeps
+    its label reserved. The list may only grow by appending (a writer refuses to move or drop a label).
+    A group the manifest lists but that is missing (deleted for a rebuild) is an error on open, never a
+    silent shift of the other labels; a group without a label is an error too. Format 1 kept no label
+    table: its labels are the sorted ids of the groups present.
 ``dataset.zarr/classes/<class_id>/`` (group)
     attrs: the class attrs given by the workflow (name, source, provenance, ...), ``class_id``, ``count``,
     copies of ``voxel_size_A``, ``box``, ``snr_levels``, ``noise_realisations`` and ``format_version``,
@@ -47,6 +56,9 @@ Concurrency
     created once (atomically) and never rewritten by them, so no root-attribute update can be lost; the
     root ``classes`` manifest is written by :func:`write_manifest`, once, after every class is done.
     Readers list the class groups on disk, so the dataset is readable before the manifest exists.
+Missing data
+    Every chunk is written, even an all-zero one, so a chunk file that is not on disk raises
+    :class:`MissingChunkError` naming the class, array, file and index instead of reading as zeros.
 Atomic class write
     The group is written to ``classes/.<id>.tmp-<hex>``, fsynced, then renamed to ``classes/<id>``; an
     existing group is first renamed to ``classes/.<id>.old-<hex>`` and removed after the swap. Names that
@@ -93,6 +105,7 @@ __all__ = [
     "DatasetNotFoundError",
     "InspectionReport",
     "Item",
+    "MissingChunkError",
     "inspect_dataset",
     "open_dataset",
     "write_class_group",
@@ -153,6 +166,10 @@ class ChecksumError(ValueError):
     """Stored data that do not match their checksum or cannot be decoded."""
 
 
+class MissingChunkError(ChecksumError):
+    """A chunk (shard) file of an array that is not on disk: the dataset is damaged, never read as zeros."""
+
+
 class ClassNotFoundError(KeyError, ValueError):
     """A class id that has no group in the dataset (the message lists the available ones)."""
 
@@ -167,11 +184,12 @@ class Item:
     Attributes
     ----------
     index
-        Global index in the dataset (classes in sorted order, then particles in class order).
+        Global index in the dataset (classes in label order, then particles in class order).
     class_id
         Class of the particle.
     class_index
-        Position of ``class_id`` in :attr:`Dataset.classes` (the classification label).
+        The class's stable label, its position in :attr:`Dataset.class_labels` (fixed from the config when
+        the dataset was created, whatever groups exist).
     particle_index
         Row of the particle in its class group.
     clean
@@ -345,6 +363,10 @@ def write_class_group(
         )
     _check_particle_attrs(particles.attrs, class_id, dataset_attrs)
 
+    if class_id not in dataset_attrs["class_labels"]:
+        raise ValueError(
+            f"class {class_id!r} is not in dataset_attrs['class_labels'] {dataset_attrs['class_labels']}"
+        )
     _require_root(root, dataset_attrs)
     classes_dir = root / "classes"
     _remove_stale_groups(classes_dir, class_id)
@@ -373,6 +395,7 @@ def write_class_group(
                 shards=(int(shard_size), *item_shape) if volume else None,
                 compressors=_ARRAY_COMPRESSORS.get(name, _COMPRESSORS),
                 fill_value=0,
+                config={"write_empty_chunks": True},  # every chunk on disk: a missing one is damage
                 dimension_names=_DIMENSION_NAMES[name],
                 chunk_key_encoding={"name": "default", "separator": "."},
             )
@@ -431,7 +454,12 @@ def write_manifest(
     for class_id in class_ids:
         _check_class_id(class_id)
     dataset_attrs = _check_dataset_attrs(dataset_attrs)
-    _check_writable(root, _read_root_attrs(root))
+    root_attrs = _read_root_attrs(root)
+    _check_writable(root, root_attrs)
+    _check_labels_extend(root, root_attrs.get("class_labels"), dataset_attrs["class_labels"])
+    unlabelled = sorted(set(class_ids) - set(dataset_attrs["class_labels"]))
+    if unlabelled:
+        raise ValueError(f"class(es) {', '.join(unlabelled)} are not in dataset_attrs['class_labels']")
     present = _list_class_ids(root)
     missing = sorted(set(class_ids) - set(present))
     if missing:
@@ -470,8 +498,9 @@ def write_manifest(
 class Dataset:
     """Read-only view of a ``dataset.zarr``: `len()` subtomograms, random access, shard iteration.
 
-    Items are numbered over the classes in sorted order, then in class order. Instances pickle as their
-    path and reopen in the receiving process, so they can be handed to worker processes.
+    Items are numbered over the classes present in label order, then in class order; :attr:`classes`
+    are the ids present (label order), :attr:`class_labels` every labelled id (format 2). Instances
+    pickle as their path and reopen in the receiving process, so they can be handed to worker processes.
 
     Parameters
     ----------
@@ -491,7 +520,25 @@ class Dataset:
         self.attrs: dict[str, Any] = _read_root_attrs(self.path)
         self._version = int(self.attrs["format_version"])
         self._names = tuple(n for n in _ARRAYS if self._version >= 2 or n not in _SINCE_VERSION_2)
-        self.classes: tuple[str, ...] = tuple(_list_class_ids(self.path))
+        present = _list_class_ids(self.path)
+        if self._version >= 2:
+            self.class_labels: tuple[str, ...] = tuple(self.attrs["class_labels"])
+        else:  # format 1 kept no label table: its labels were the sorted groups present
+            self.class_labels = tuple(present)
+        unlabelled = sorted(set(present) - set(self.class_labels))
+        if unlabelled:
+            raise DatasetFormatError(
+                f"{self.path} holds class group(s) {', '.join(unlabelled)} that have no label in its "
+                f"class_labels {list(self.class_labels)}; run write_manifest with the configuration"
+            )
+        manifest = self.attrs.get("classes") or {}
+        lost = sorted(set(manifest) - set(present))
+        if lost:
+            raise ClassNotFoundError(
+                f"class group(s) {', '.join(lost)} of {self.path} are in its manifest but missing from "
+                f"{self.path / 'classes'}; rebuild them (e.g. snakemake --forcerun shard) before reading"
+            )
+        self.classes: tuple[str, ...] = tuple(c for c in self.class_labels if c in present)
         self._groups = {class_id: _open_group(self.path, f"classes/{class_id}") for class_id in self.classes}
         self.counts: dict[str, int] = {}
         for class_id, group in self._groups.items():
@@ -511,6 +558,7 @@ class Dataset:
         self._starts = np.concatenate([[0], np.cumsum([self.counts[c] for c in self.classes])]).astype(int)
         self._arrays: dict[str, dict[str, zarr.Array]] = {}
         self._per_particle: dict[str, dict[str, np.ndarray]] = {}
+        self._files_seen: dict[tuple[str, str], set[int]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path}
@@ -550,12 +598,20 @@ class Dataset:
         return tuple(float(level) for level in self.attrs["snr_levels"])
 
     def class_index(self, class_id: str) -> int:
-        """Position of ``class_id`` in :attr:`classes`; :class:`ClassNotFoundError` if absent."""
+        """Stable label of ``class_id``: its position in :attr:`class_labels`.
+
+        Raises :class:`ClassNotFoundError` if the class has no group.
+        """
         if class_id not in self._groups:
             raise ClassNotFoundError(
                 f"class {class_id!r} is not in {self.path} (available: {', '.join(self.classes) or 'none'})"
             )
-        return self.classes.index(class_id)
+        return self.class_labels.index(class_id)
+
+    def _known(self, class_id: str) -> str:
+        """``class_id`` after checking that it has a group."""
+        self.class_index(class_id)
+        return class_id
 
     def class_group(self, class_id: str) -> zarr.Group:
         """Return the read-only Zarr group of one class (its ``.attrs`` hold the class metadata)."""
@@ -571,14 +627,14 @@ class Dataset:
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} is out of range for {len(self)} subtomograms")
-        class_index = int(np.searchsorted(self._starts, index, side="right")) - 1
-        class_id = self.classes[class_index]
-        row = index - int(self._starts[class_index])
+        position = int(np.searchsorted(self._starts, index, side="right")) - 1
+        class_id = self.classes[position]
+        row = index - int(self._starts[position])
         small = self._per_particle_arrays(class_id)
         return Item(
             index=index,
             class_id=class_id,
-            class_index=class_index,
+            class_index=self.class_labels.index(class_id),
             particle_index=row,
             clean=self._read(class_id, "clean", row),
             noisy=self._read(class_id, "noisy", row),
@@ -605,7 +661,7 @@ class Dataset:
         list of tuple
             Rows ``start:stop`` of ``class_id`` held by one shard file of ``clean`` and of ``noisy``.
         """
-        class_ids = self.classes if class_id is None else (self.classes[self.class_index(class_id)],)
+        class_ids = self.classes if class_id is None else (self._known(class_id),)
         ranges: list[tuple[str, int, int]] = []
         for cid in class_ids:
             rows = _rows_per_file(self._class_arrays(cid)["clean"])
@@ -625,7 +681,7 @@ class Dataset:
         if not 0 <= start <= stop <= self.counts[class_id]:
             raise ValueError(f"rows {start}:{stop} are outside class {class_id!r} of {self.counts[class_id]}")
         small = self._per_particle_arrays(class_id)
-        offset = int(self._starts[class_index])
+        offset = int(self._starts[self.classes.index(class_id)])
         return Block(
             class_id=class_id,
             class_index=class_index,
@@ -664,7 +720,7 @@ class Dataset:
         """
         if class_id is None:
             self._verify_manifest()
-        class_ids = self.classes if class_id is None else (self.classes[self.class_index(class_id)],)
+        class_ids = self.classes if class_id is None else (self._known(class_id),)
         for cid in class_ids:
             class_attrs: dict[str, Any] = self._groups[cid].attrs.asdict()
             stored = class_attrs["checksums"]
@@ -686,12 +742,6 @@ class Dataset:
         manifest = self.attrs.get("classes") or {}
         if not manifest:
             return
-        missing = sorted(set(manifest) - set(self.classes))
-        if missing:
-            raise ClassNotFoundError(
-                f"class(es) {', '.join(missing)} are in the manifest of {self.path} but have no group "
-                f"(present: {', '.join(self.classes) or 'none'})"
-            )
         for class_id in self.classes:
             if class_id not in manifest:
                 raise DatasetFormatError(
@@ -744,12 +794,42 @@ class Dataset:
         return self._per_particle[class_id]
 
     def _read(self, class_id: str, name: str, selection: int | slice) -> np.ndarray:
+        array = self._class_arrays(class_id)[name]
+        self._require_files(class_id, name, array, selection)
         try:
-            return np.asarray(self._class_arrays(class_id)[name][selection])
+            return np.asarray(array[selection])
         except (ValueError, RuntimeError) as error:  # CRC-32C mismatch, undecodable or truncated chunk
             raise ChecksumError(
                 f"class {class_id!r} array {name!r} of {self.path} has corrupt data at {selection}: {error}"
             ) from None
+
+    def _require_files(self, class_id: str, name: str, array: zarr.Array, selection: int | slice) -> None:
+        """Raise :class:`MissingChunkError` if a file holding rows ``selection`` is not on disk.
+
+        Zarr reads a missing chunk as its fill value (zeros); every chunk is written (format 2), so a
+        missing one is damage. Format 1 skipped all-zero chunks of the small arrays, so only its volumes
+        are checked. Files already seen are not checked again.
+        """
+        if self._version < 2 and name not in _VOLUMES:
+            return
+        rows = range(self.counts[class_id])[selection]
+        rows = rows if isinstance(rows, range) else range(rows, rows + 1)
+        if not rows:
+            return
+        per_file = _rows_per_file(array)
+        seen = self._files_seen.setdefault((class_id, name), set())
+        for file_index in range(rows[0] // per_file, rows[-1] // per_file + 1):
+            if file_index in seen:
+                continue
+            key = ".".join(["c", str(file_index), *["0"] * (array.ndim - 1)])
+            if not (self.path / "classes" / class_id / name / key).is_file():
+                first = file_index * per_file
+                raise MissingChunkError(
+                    f"class {class_id!r} array {name!r} of {self.path}: chunk file {name}/{key} (rows "
+                    f"{first}:{min(first + per_file, self.counts[class_id])}, read at index {selection}) is "
+                    "missing; the class is damaged, rebuild it"
+                )
+            seen.add(file_index)
 
 
 def open_dataset(path: str | os.PathLike[str]) -> Dataset:
@@ -796,22 +876,23 @@ def inspect_dataset(path: str | os.PathLike[str], verify: bool = True) -> Inspec
     rows = []
     for class_id in dataset.classes:
         attrs = dataset.class_group(class_id).attrs.asdict()
-        snr = dataset._per_particle_arrays(class_id)["snr"]
-        status = "not checked"
-        if verify:
-            try:
+        status, median = "not checked", "?"
+        try:
+            snr = dataset._per_particle_arrays(class_id)["snr"]
+            median = " / ".join(f"{value:.3g}" for value in np.median(snr, axis=0))
+            if verify:
                 dataset.verify(class_id)
                 status = "ok"
-            except ChecksumError as error:
-                failures[class_id] = str(error)
-                status = "FAILED"
+        except ChecksumError as error:
+            failures[class_id] = str(error)
+            status = "FAILED"
         rows.append(
             [
                 class_id,
                 str(attrs.get("name", "")),
                 str(dataset.counts[class_id]),
                 str(len(dataset.shard_ranges(class_id))),
-                " / ".join(f"{value:.3g}" for value in np.median(snr, axis=0)),
+                median,
                 _format_bytes(_directory_bytes(dataset.path / "classes" / class_id)),
                 status,
             ]
@@ -880,7 +961,26 @@ def _check_dataset_attrs(dataset_attrs: Any) -> dict[str, Any]:
         raise ValueError(
             f"dataset_attrs['noise_realisations'] must be a positive integer, got {realisations!r}"
         )
+    labels = attrs.get("class_labels")
+    if not isinstance(labels, list | tuple) or not labels or len(set(labels)) != len(labels):
+        raise ValueError(
+            f"dataset_attrs['class_labels'] must be a non-empty list of distinct class ids (label order), "
+            f"got {labels!r}"
+        )
+    for class_id in labels:
+        _check_class_id(class_id)
+    attrs["class_labels"] = list(labels)
     return _check_json_dict(attrs, "dataset_attrs", reserved=_ROOT_RESERVED)
+
+
+def _check_labels_extend(root: Path, stored: Any, labels: list[str]) -> None:
+    """Labels may only grow by appending classes: a stored label never moves or disappears."""
+    stored = list(stored or [])
+    if labels[: len(stored)] != stored:
+        raise DatasetFormatError(
+            f"{root} fixed the class labels {stored}; the new list {labels} would move or drop some. "
+            "Only appending classes keeps labels stable: write a new dataset to reorder or remove classes"
+        )
 
 
 def _check_particle_attrs(attrs: dict[str, Any], class_id: str, dataset_attrs: dict[str, Any]) -> None:
@@ -955,7 +1055,9 @@ def _require_root(root: Path, dataset_attrs: dict[str, Any]) -> None:
             _fsync_directory(root.parent)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    _check_writable(root, _read_root_attrs(root))
+    attrs = _read_root_attrs(root)
+    _check_writable(root, attrs)
+    _check_labels_extend(root, attrs.get("class_labels"), dataset_attrs["class_labels"])
 
 
 def _check_writable(root: Path, attrs: dict[str, Any]) -> None:

@@ -199,15 +199,21 @@ def test_bad_imaging_config(patch, message):
 
 def test_more_particles_than_fit_is_a_clear_error(simulated, tmp_path):
     _, _, densities, _, _ = simulated
-    crowded = validate_config({**CONFIG, "sample": {**CONFIG["sample"], "particles_per_tomogram": 60}})
-    with pytest.raises(ValueError, match="placed .* of"):
+    with pytest.raises(ConfigError, match="would fill .* of the slab"):  # caught when the config is read
+        validate_config({**CONFIG, "sample": {**CONFIG["sample"], "particles_per_tomogram": 60}})
+    crowded = validate_config({**CONFIG, "sample": {**CONFIG["sample"], "particles_per_tomogram": 20}})
+    with pytest.raises(ValueError, match="placed .* of"):  # and what the estimate lets through, when placed
         stages.simulate_tomogram(crowded, "helix", 0, densities, tmp_path / "x.npz")
     assert not (tmp_path / "x.npz").exists()
 
 
 def test_class_too_big_for_the_box(tmp_path):
     config = validate_config(
-        {**CONFIG, "classes": {"big": {"kind": "phantom", "shape": "cage", "diameter_A": 400}}}
+        {
+            **CONFIG,
+            "sample": {**CONFIG["sample"], "crowding_fraction": 0, "particles_per_tomogram": 1},
+            "classes": {"big": {"kind": "phantom", "shape": "cage", "diameter_A": 400}},
+        }
     )
     with pytest.raises(ValueError, match="does not fit"):
         stages.simulate_class(config, "big", tmp_path / "density", tmp_path / "big.npz")
@@ -249,3 +255,49 @@ def test_optional_class_that_cannot_be_fetched_is_skipped_with_a_warning(tmp_pat
         kept = stages.available_classes(config)
     assert kept == ["helix", "blob", "required"]  # a required class fails later, in its own rule
     assert "skipping optional class missing: PDB entry 9ZZZ not found" in caplog.text
+
+
+def test_a_map_class_is_on_the_scale_of_the_atomic_class(shared_data, tmp_path):
+    """1S3X as atoms, as our own density map read back as ``kind: map``, and as PolNet's map (peak ~250)."""
+    pdb = shared_data / "polnet" / "pdbs" / "1s3x.pdb"
+    lone = {**CONFIG, "sample": {**CONFIG["sample"], "crowding_fraction": 0}}
+    atomic = validate_config({**lone, "classes": {"atoms": {"kind": "file", "path": str(pdb)}}})
+    ours = stages.density(atomic, "atoms", tmp_path / "atoms.mrc")
+    atomic_map = stages.class_density(atomic, "atoms")
+    for path, weight in ((ours, 42.75), (shared_data / "polnet" / "maps_10A" / "1s3x.mrc", 42.75)):
+        as_map = validate_config(
+            {**lone, "classes": {"m": {"kind": "map", "path": str(path), "molecular_weight_kDa": weight}}}
+        )
+        ratio = stages.class_density(as_map, "m").sum() / atomic_map.sum()
+        assert abs(ratio - 1) < 0.04, path  # measured 1.012 (gemmi's cut-off keeps 0.988 of Σ f(0))
+    no_weight = validate_config({**lone, "classes": {"m": {"kind": "map", "path": str(ours)}}})
+    assert 0.8 < stages.class_density(no_weight, "m").sum() / atomic_map.sum() < 1.2
+
+
+def test_a_map_crowder_has_the_contrast_of_an_atomic_particle(shared_data, tmp_path):
+    """Targets of a PolNet map class and of an atomic class of similar mass: comparable box contrast."""
+    config = validate_config(
+        {
+            **CONFIG,
+            "sample": {**CONFIG["sample"], "crowding_fraction": 0.05},
+            "classes": {
+                "esterase": {
+                    "kind": "map",
+                    "path": str(shared_data / "polnet" / "maps_10A" / "3qm1.mrc"),
+                    "molecular_weight_kDa": 31.31,
+                },
+                "hsp70": {"kind": "file", "path": str(shared_data / "polnet" / "pdbs" / "1s3x.pdb")},
+            },
+        }
+    )
+    densities = {c: stages.density(config, c, tmp_path / f"{c}.mrc") for c in config.classes}
+    contrast = {}
+    for class_id in config.classes:
+        own = [
+            ParticleSet.load(stages.simulate_tomogram(config, class_id, t, densities, tmp_path / "t.npz"))
+            for t in (0, 1)
+        ]
+        contrast[class_id] = np.median(np.sqrt(np.concatenate([p.signal_variance for p in own])))
+        boxes = np.concatenate([p.clean for p in own])
+        assert boxes.std(axis=(1, 2, 3)).max() < 5 * np.median(boxes.std(axis=(1, 2, 3)))  # no giant crowder
+    assert 0.5 < contrast["esterase"] / contrast["hsp70"] < 1.5  # 31 vs 43 kDa

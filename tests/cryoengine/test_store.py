@@ -20,6 +20,7 @@ from cryoengine.store import (
     ClassNotFoundError,
     DatasetFormatError,
     DatasetNotFoundError,
+    MissingChunkError,
     inspect_dataset,
     open_dataset,
     write_class_group,
@@ -32,6 +33,7 @@ DATASET_ATTRS = {
     "box": BOX,
     "snr_levels": LEVELS,
     "noise_realisations": 2,
+    "class_labels": ["a", "b", "c"],
     "tilt_scheme": {"min_deg": -60, "max_deg": 60, "step_deg": 3},
     "provenance": {"seed": 0},
 }
@@ -253,14 +255,42 @@ def test_manifest_lists_the_classes_and_checks_them(written):
         write_manifest(path, ["a", "b"], {**DATASET_ATTRS, "snr_levels": [0.2, 0.1, 0.05]})
 
 
-def test_verify_reports_a_class_listed_in_the_manifest_but_missing(written):
+def test_a_group_the_manifest_lists_but_that_is_missing_is_an_error_on_open(written):
     path, _ = written
     write_manifest(path, ["a", "b"], DATASET_ATTRS)
-    shutil.rmtree(path / "classes" / "b")
+    shutil.rmtree(path / "classes" / "a")  # the README's rebuild procedure, half done
+    with pytest.raises(ClassNotFoundError, match=r"class group\(s\) a of .* in its manifest but missing"):
+        open_dataset(path)
+
+
+def test_labels_stay_fixed_from_the_config_whatever_groups_exist(tmp_path):
+    path = tmp_path / "ds.zarr"
+    for class_id in ("a", "c"):  # b (label 1) never written: e.g. an optional class not fetched
+        write_class_group(path, class_id, make_particles(2, 0, class_id), {}, DATASET_ATTRS, SHARD)
     dataset = open_dataset(path)
-    assert dataset.classes == ("a",)
-    with pytest.raises(ClassNotFoundError, match=r"class\(es\) b are in the manifest .* no group"):
-        dataset.verify()
+    assert dataset.class_labels == ("a", "b", "c") and dataset.classes == ("a", "c")
+    assert dataset.class_index("c") == 2 and dataset[2].class_id == "c" and dataset[2].class_index == 2
+    assert {b.class_index for b in dataset.iter_shards("c")} == {2}
+    with pytest.raises(ClassNotFoundError, match="class 'b' is not in"):
+        dataset.class_index("b")
+
+
+def test_labels_may_grow_by_appending_but_never_move(tmp_path):
+    path = tmp_path / "ds.zarr"
+    write_class_group(path, "a", make_particles(2, 0, "a"), {}, DATASET_ATTRS, SHARD)
+    grown = {**DATASET_ATTRS, "class_labels": ["a", "b", "c", "d"]}
+    write_class_group(path, "d", make_particles(2, 1, "d"), {}, grown, SHARD)
+    with pytest.raises(DatasetFormatError, match=r"has no label|no label in its class_labels"):
+        open_dataset(path)  # d is not labelled until the manifest records the grown list
+    write_manifest(path, ["a", "d"], grown)
+    assert open_dataset(path).class_index("d") == 3
+    for labels in (["b", "a", "c", "d"], ["a", "c", "d"]):
+        with pytest.raises(DatasetFormatError, match="would move or drop some"):
+            write_class_group(
+                path, "a", make_particles(2, 0, "a"), {}, {**DATASET_ATTRS, "class_labels": labels}
+            )
+    with pytest.raises(ValueError, match=r"class 'e' is not in dataset_attrs\['class_labels'\]"):
+        write_class_group(path, "e", make_particles(2, 0, "e"), {}, grown)
 
 
 def test_missing_class_lists_the_available_ones(shared):
@@ -290,11 +320,33 @@ def test_corrupted_shard_fails_verify_naming_class_and_array(written):
     assert not report.ok and list(report.failures) == ["b"] and "FAILED" in str(report)
 
 
-def test_deleted_shard_fails_the_checksum(written):
+@pytest.mark.parametrize(
+    ("array", "file", "read"),
+    [
+        ("clean", "c.0.0.0.0", lambda d: d[1]),
+        ("noise", "c.2.0.0.0.0", lambda d: d.read_block("a", 6, 7)),
+        ("noisy", "c.1.0.0.0.0", lambda d: d.verify()),
+        ("rotation", "c.1.0.0", lambda d: d[4]),
+        ("tomogram", "c.0", lambda d: d[0]),
+    ],
+)
+def test_a_missing_chunk_raises_naming_class_array_and_index(written, array, file, read):
     path, _ = written
-    (path / "classes" / "a" / "clean" / "c.0.0.0.0").unlink()  # reads back as zeros
-    with pytest.raises(ChecksumError, match=r"class 'a' array 'clean' .* fails its checksum"):
-        open_dataset(path).verify()
+    (path / "classes" / "a" / array / file).unlink()  # zarr would read it back as zeros
+    dataset = open_dataset(path)
+    with pytest.raises(MissingChunkError, match=rf"class 'a' array '{array}' .*{array}/{file} .* missing"):
+        read(dataset)
+    assert dataset[8].class_id == "b"  # the other class still reads
+    report = inspect_dataset(path)
+    assert not report.ok and list(report.failures) == ["a"] and "missing" in report.failures["a"]
+
+
+def test_all_zero_chunks_are_written_so_that_missing_means_damage(tmp_path):
+    particles = make_particles(4, 0, "a")
+    particles.tomogram[:] = 0  # a whole chunk of zeros
+    group = write_class_group(tmp_path / "ds.zarr", "a", particles, {}, DATASET_ATTRS, SHARD)
+    assert (group / "tomogram" / "c.0").is_file() and (group / "tomogram" / "c.1").is_file()
+    assert open_dataset(tmp_path / "ds.zarr")[3].tomogram == 0
 
 
 def test_other_format_version_is_refused(written):
