@@ -36,8 +36,14 @@ REALISATIONS = 2
 
 def write_synthetic_dataset(path: Path, classes: int, particles: int, box: int, tomograms: int) -> list[str]:
     """Write a format-2 dataset of random volumes; return the class ids."""
-    attrs = {"voxel_size_A": 10.0, "box": box, "snr_levels": SNR_LEVELS, "noise_realisations": REALISATIONS}
     class_ids = [f"class{k:02d}" for k in range(classes)]
+    attrs = {
+        "voxel_size_A": 10.0,
+        "box": box,
+        "snr_levels": SNR_LEVELS,
+        "noise_realisations": REALISATIONS,
+        "class_labels": class_ids,
+    }
     for k, class_id in enumerate(class_ids):
         rng = np.random.default_rng(k)
         clean = rng.standard_normal((particles, box, box, box), dtype=np.float32)

@@ -44,11 +44,16 @@ class SubtomogramDataModule(LightningDataModule):
     Each batch (a dict of tensors, after :meth:`on_after_batch_transfer`, on the training device) holds
     ``query`` `(B, 1, D, D, D)`, a noisy view at ``query_snr`` `(B,)`; ``key`` `(B, 1, D, D, D)`, the
     clean view (``key_snr`` ∞) or a second noisy view with independent noise; ``pose_source``,
-    ``pose_target`` `(B, 1, D, D, D)` with ``pose_target = T · pose_source``, ``T`` = (``pose_rotation``
-    `(B, 3, 3)`, ``pose_shift`` `(B, 3)` voxels); ``label`` `(B,)` the stable class label (position in
-    :attr:`classes`); and for monitoring only the ground truth ``rotation`` `(B, 3, 3)`, ``shift``
-    `(B, 3)`, ``tomogram`` `(B,)`, ``index`` `(B,)`. Every view is standardised per subtomogram. The
-    order of batches follows the rule of :mod:`aptvit.data.stream` (same seed and epoch, same batches).
+    ``pose_target`` `(B, 1, D, D, D)` related by ``T`` = (``pose_rotation`` `(B, 3, 3)`, ``pose_shift``
+    `(B, 3)` voxels): ``pose_target = T · pose_source`` exactly for the transform pairing, the relative
+    pose of two particles for the particle pairing; ``label`` `(B,)`, the stable class label; and for
+    monitoring only the ground truth ``rotation`` `(B, 3, 3)`, ``shift`` `(B, 3)`, ``tomogram`` `(B,)`,
+    ``index`` `(B,)`. Every view is standardised per subtomogram. The order of batches follows the rule
+    of :mod:`aptvit.data.stream` (same seed and epoch, same batches).
+
+    ``label`` is the position in :attr:`classes`, the datasets' ``class_labels`` in order of first
+    appearance: for one dataset (or datasets sharing a label table) the store's ``class_index``,
+    whichever classes are filtered out.
 
     Parameters
     ----------
@@ -179,8 +184,9 @@ class SubtomogramDataModule(LightningDataModule):
                     f"dataset {path} has box {dataset.box} at {dataset.voxel_size_A} Å, {self.paths[0]} has "
                     f"{datasets[0].box} at {datasets[0].voxel_size_A} Å"
                 )
-        self.classes = tuple(dict.fromkeys(c for dataset in datasets for c in dataset.classes))
-        kept = self._filtered_classes()
+        self.classes = tuple(dict.fromkeys(c for dataset in datasets for c in _class_labels(dataset)))
+        present = tuple(dict.fromkeys(c for dataset in datasets for c in dataset.classes))
+        kept = self._filtered_classes(present)
         labels = {
             (d, c): self.classes.index(c) for d, dataset in enumerate(datasets) for c in dataset.classes
         }
@@ -272,18 +278,19 @@ class SubtomogramDataModule(LightningDataModule):
             raise RuntimeError("call setup() before asking for a loader")
         return stream
 
-    def _filtered_classes(self) -> list[str]:
+    def _filtered_classes(self, present: Sequence[str]) -> list[str]:
+        """Apply the class filters (which must name classes with data) to ``present``; return the kept."""
         for name, requested in (
             ("include_classes", self.include_classes or []),
             ("exclude_classes", self.exclude_classes),
         ):
-            missing = [c for c in requested if c not in self.classes]
+            missing = [c for c in requested if c not in present]
             if missing:
                 raise ValueError(
                     f"{name} names {', '.join(missing)}, which {', '.join(self.paths)} do not hold "
-                    f"(available: {', '.join(self.classes)})"
+                    f"(available: {', '.join(present)})"
                 )
-        kept = [c for c in self.classes if self.include_classes is None or c in self.include_classes]
+        kept = [c for c in present if self.include_classes is None or c in self.include_classes]
         return [c for c in kept if c not in self.exclude_classes]
 
     def _samplers(self, path: str, dataset: Dataset) -> tuple[ViewSampler, ViewSampler]:
@@ -364,6 +371,11 @@ def _stored_level(path: str, stored: Sequence[float], snr: float, name: str) -> 
             "needs format 2)"
         )
     return matches[0]
+
+
+def _class_labels(dataset: Dataset) -> tuple[str, ...]:
+    """Every labelled class id of a dataset in label order (format 1 kept no table: the groups present)."""
+    return tuple(getattr(dataset, "class_labels", dataset.classes))
 
 
 def _tomograms(dataset: Dataset, class_id: str) -> np.ndarray:

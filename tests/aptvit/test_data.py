@@ -34,8 +34,11 @@ DATASET_ATTRS = {
     "box": BOX,
     "snr_levels": LEVELS,
     "noise_realisations": REALISATIONS,
+    # Label order = config order, not sorted; "omega" is configured but has no group (its label is kept).
+    "class_labels": ["gamma", "alpha", "omega", "beta"],
     "provenance": {"seed": 0},
 }
+LABELS = {"gamma": 0, "alpha": 1, "beta": 3}
 
 
 def _blobs(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -82,6 +85,7 @@ def _downgrade_to_format_1(path: Path) -> None:
         meta = json.loads(meta_path.read_text())
         meta["attributes"]["format_version"] = 1
         meta["attributes"].pop("noise_realisations")
+        meta["attributes"].pop("class_labels", None)
         for name in ("noise", "noise_scale"):
             meta["attributes"].get("checksums", {}).pop(name, None)
             shutil.rmtree(meta_path.parent / name, ignore_errors=True)
@@ -159,7 +163,7 @@ def _flat(stream, epoch: int, world: int) -> list[int]:
 
 def _global(path: str, piece) -> np.ndarray:
     dataset = open_dataset(path)
-    offset = sum(dataset.counts[c] for c in dataset.classes[: dataset.class_index(piece.class_id)])
+    offset = sum(dataset.counts[c] for c in dataset.classes[: dataset.classes.index(piece.class_id)])
     return offset + piece.rows
 
 
@@ -190,12 +194,17 @@ def test_no_tomogram_is_in_both_splits_and_each_class_has_both_sides(dataset_pat
     assert seen["train"] and seen["val"] and not seen["train"] & seen["val"]
 
 
-def test_an_excluded_class_never_appears_and_labels_stay_stable(dataset_path):
+def test_an_excluded_class_never_appears_and_labels_stay_stable(dataset_path, format_1_path):
     module = _module(dataset_path, exclude_classes=["beta"], val_fraction=0.0, batch_size=1)
+    assert module.classes == ("gamma", "alpha", "omega", "beta")
     labels = {int(label) for batch in module.train_stream.iter_worker(0, 1) for label in batch["label"]}
-    assert labels == {module.classes.index("alpha"), module.classes.index("gamma")} == {0, 2}
-    only = _module(dataset_path, include_classes=["gamma"], val_fraction=0.0, batch_size=1)
-    assert {int(b["label"][0]) for b in only.train_stream.iter_worker(0, 1)} == {2}
+    assert labels == {LABELS["alpha"], LABELS["gamma"]}
+    only = _module(dataset_path, include_classes=["beta"], val_fraction=0.0, batch_size=1)
+    assert {int(b["label"][0]) for b in only.train_stream.iter_worker(0, 1)} == {LABELS["beta"]}
+    dataset = open_dataset(dataset_path)
+    assert all(dataset.class_index(c) == label for c, label in LABELS.items())
+    # Format 1 kept no label table: its labels are the sorted groups present.
+    assert _module(format_1_path).classes == ("alpha", "beta", "gamma")
 
 
 def test_order_is_fixed_by_seed_and_epoch(dataset_path):
@@ -378,6 +387,7 @@ def _flat_one(stream, epoch: int) -> list[int]:
             "include_classes names delta, which .*zarr do",
         ),
         ("dataset_path", {"exclude_classes": ["delta"]}, ValueError, "exclude_classes names delta"),
+        ("dataset_path", {"include_classes": ["omega"]}, ValueError, "include_classes names omega, which"),
         (
             "dataset_path",
             {"batch_size": 100},
