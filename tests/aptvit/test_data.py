@@ -450,3 +450,24 @@ def test_a_missing_path_or_a_non_dataset_is_named(tmp_path):
     )
     with pytest.raises(DatasetFormatError, match="other.zarr has format None"):
         _module(str(tmp_path / "other.zarr"))
+
+
+def test_several_datasets_are_numbered_one_after_another_with_one_label_table(dataset_path, format_1_path):
+    module = SubtomogramDataModule([dataset_path, format_1_path], batch_size=4, num_workers=0, seed=1)
+    module.setup("fit")
+    assert module.classes == ("gamma", "alpha", "omega", "beta")
+    size = len(open_dataset(dataset_path))
+    stream = module.train_stream
+    stream.rank, stream.world_size = 0, 1
+    seen = [batch for batch in stream.iter_worker(0, 1)]
+    indices = torch.cat([batch["index"] for batch in seen])
+    assert len(set(indices.tolist())) == len(indices) and (indices >= size).any() and (indices < size).any()
+    # A class has one label in both datasets (their numbering differs: format 1 orders classes sorted);
+    # format 1 reports the stored measured SNR of the drawn level.
+    first, second = open_dataset(dataset_path), open_dataset(format_1_path)
+    for batch in seen:
+        for label, index, snr in zip(batch["label"], batch["index"], batch["query_snr"], strict=True):
+            item = first[int(index)] if index < size else second[int(index) - size]
+            assert module.classes[int(label)] == item.class_id
+            if index >= size:
+                assert any(float(snr) == pytest.approx(float(s), rel=1e-6) for s in item.snr)
