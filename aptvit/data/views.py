@@ -142,7 +142,7 @@ class ViewSampler:
         """
         level, snr = self.draw_snr(rng)
         if self.format_version == 1:
-            return block.noisy[row, level], float(block.snr[row, level]), 0
+            return block.noisy[row, level].copy(), float(block.snr[row, level]), 0
         realisations = block.noise.shape[1]
         if avoid < 0:
             k = int(rng.integers(realisations))
@@ -171,6 +171,9 @@ class ViewSampler:
         partner
             ``(block, row)`` of the other particle for ``pose_pairing="particle"``; None otherwise.
 
+        Every array is a copy, never a view of the block, so that items waiting in a shuffle buffer do not
+        keep whole blocks alive.
+
         Returns
         -------
         dict
@@ -182,7 +185,7 @@ class ViewSampler:
         rng = self.item_rng(epoch, index)
         query, query_snr, k = self.noisy_view(block, row, rng)
         if self.key_view == "clean":
-            key, key_snr = block.clean[row], math.inf
+            key, key_snr = block.clean[row].copy(), math.inf
         else:
             key, key_snr, _ = self.noisy_view(block, row, rng, avoid=k)
         out: dict[str, Any] = {
@@ -191,8 +194,8 @@ class ViewSampler:
             "key": key,
             "key_snr": key_snr,
             "label": label,
-            "rotation": block.rotation[row],
-            "shift": block.shift[row],
+            "rotation": block.rotation[row].copy(),
+            "shift": block.shift[row].copy(),
             "tomogram": int(block.tomogram[row]),
             "index": index,
         }
@@ -206,8 +209,8 @@ class ViewSampler:
         else:
             partner_block, partner_row = partner
             out["partner"], _, _ = self.noisy_view(partner_block, partner_row, rng)
-            out["partner_rotation"] = partner_block.rotation[partner_row]
-            out["partner_shift"] = partner_block.shift[partner_row]
+            out["partner_rotation"] = partner_block.rotation[partner_row].copy()
+            out["partner_shift"] = partner_block.shift[partner_row].copy()
         return out
 
 
