@@ -23,7 +23,7 @@ from cryoengine.config import validate_config
 from cryoengine.ctf import draw_ctf_parameters
 from cryoengine.extraction import extract_subtomograms
 from cryoengine.mrc import read_volume
-from cryoengine.noise import add_noise_at_snr_levels
+from cryoengine.noise import mix_noise_at_snr_levels
 from cryoengine.projector import project_volume_to_tilts, resolve_backend
 from cryoengine.reconstruction import reconstruct_tilts_to_volume
 from cryoengine.sample import density_to_support_mask, place_particles, render_sample
@@ -122,10 +122,13 @@ def main() -> None:
         unit_noise = draw_detector_noise_tilts(geometry.tilts_shape, rng)
         signal_volume = reconstruct_tilts_to_volume(signal, geometry, args.method, backend=backend)
         noise_volume = reconstruct_tilts_to_volume(unit_noise, geometry, args.method, backend=backend)
-        add_noise_at_snr_levels(
-            extract_subtomograms(signal_volume, centres, args.box)[0],
-            extract_subtomograms(noise_volume, centres, args.box)[0],
+        signal_boxes = extract_subtomograms(signal_volume, centres, args.box)[0]
+        mix_noise_at_snr_levels(
+            signal_boxes,
+            extract_subtomograms(noise_volume, centres, args.box)[0][:, None],
+            np.ones(len(centres)),
             levels,
+            signal_boxes.var(axis=(1, 2, 3), dtype=np.float64),
             device=args.device,
         )
 
@@ -149,8 +152,13 @@ def main() -> None:
             extract_subtomograms(tomogram, centres, args.box),
             extract_subtomograms(noise_tomogram, centres, args.box),
         ),
-        f"SNR mixing ({levels.size} levels)": lambda: add_noise_at_snr_levels(
-            clean, noise, levels, device=args.device
+        f"SNR mixing ({levels.size} levels)": lambda: mix_noise_at_snr_levels(
+            clean,
+            noise[:, None],
+            np.ones(len(clean)),
+            levels,
+            clean.var(axis=(1, 2, 3), dtype=np.float64),
+            device=args.device,
         ),
         "imaging end to end (FP → SNR mixing, no sample, no files)": end_to_end,
         "simulate_tomogram + calibrate_noise (everything, files included)": stage_functions,

@@ -33,12 +33,17 @@ __all__ = [
     "TiltSettings",
     "config_json_schema",
     "load_config",
+    "read_config_yaml",
     "validate_config",
 ]
 
 CLASS_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 PDB_ID_PATTERN = r"^[0-9][A-Za-z0-9]{3}$"
 PHANTOM_SHAPES = ("ring", "helix", "cage", "rod", "blob")
+
+
+#: Volume fraction at which random sequential placement of spheres jams (3D, ~0.38).
+_JAMMING_FRACTION = 0.38
 
 
 class ConfigError(ValueError):
@@ -109,7 +114,10 @@ class SampleSettings(_Model):
         0.05,
         ge=0,
         lt=1,
-        description="Fraction of the slab volume filled by crowders (support masks of the other classes).",
+        description=(
+            "Fraction of the slab volume filled by crowders (support masks of the other classes); "
+            "0 when left unset with a single class, an error when set with one."
+        ),
     )
     support_threshold: float = Field(
         0.05, gt=0, lt=1, description="A class's support is its density above this fraction of the maximum."
@@ -166,12 +174,33 @@ class ReconstructionSettings(_Model):
 
 
 class NoiseSettings(_Model):
-    """Calibrated noise: every level is signal + α·noise with α set per particle to reach the SNR."""
+    """Noise: a class-blind level per tomogram (set by a reference particle, like a dose), K realisations."""
 
     snr_levels: list[float] = Field(
         [0.1, 0.05, 0.03, 0.01],
         min_length=1,
-        description="Target SNRs = var(signal) / var(noise) over the box; the clean volume is kept besides.",
+        description=(
+            "Nominal SNRs stored as noisy volumes: var(reference signal) / var(noise) over the box; each "
+            "particle's own SNR is measured and stored. The clean volume is kept besides."
+        ),
+    )
+    realisations: int = Field(
+        2,
+        ge=2,
+        le=16,
+        description=(
+            "Independent unit-noise reconstructions stored per particle (one detector-noise tilt series "
+            "each), so that two noisy views of a particle can carry independent noise at any SNR."
+        ),
+    )
+    reference_diameter_A: float | None = Field(
+        None,
+        gt=10,
+        le=2000,
+        description=(
+            "Diameter of the reference particle (a seeded phantom blob at protein density, the same for "
+            "every class) whose isolated signal defines the nominal SNR (Å); null = half the box edge."
+        ),
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="CuPy when installed (auto), else NumPy."
@@ -242,6 +271,15 @@ class MapSource(_SourceBase):
 
     kind: Literal["map"]
     path: Path = Field(description="Path of the .mrc/.map file (relative to the workdir).")
+    molecular_weight_kDa: float | None = Field(
+        None,
+        gt=0,
+        le=1e6,
+        description=(
+            "Mass of the molecule (kDa): the map is rescaled to the scattering potential of this mass, "
+            "the scale of the atomic classes; null = from the volume inside 0.4 of the peak (±20 %)."
+        ),
+    )
 
 
 class PhantomSource(_SourceBase):
@@ -297,6 +335,25 @@ class EngineConfig(_Model):
                 f"optics.defocus_min_um ({self.optics.defocus_min_um}) is above optics.defocus_max_um "
                 f"({self.optics.defocus_max_um})"
             )
+        if (self.noise.reference_diameter_A or 0) > self.box * self.voxel_size_A:
+            raise ValueError(
+                f"noise.reference_diameter_A ({self.noise.reference_diameter_A} Å) exceeds the box "
+                f"({self.box} × {self.voxel_size_A} Å)"
+            )
+        if len(self.classes) == 1 and "crowding_fraction" not in self.sample.model_fields_set:
+            self.sample.crowding_fraction = 0.0  # the default; one class has nothing to crowd with
+        if len(self.classes) == 1 and self.sample.crowding_fraction > 0:
+            raise ValueError(
+                f"sample.crowding_fraction is {self.sample.crowding_fraction} but there is only one class "
+                f"({next(iter(self.classes))}): crowders are other classes; set it to 0 or add classes"
+            )
+        nyquist_A = 2.0 * self.voxel_size_A
+        if self.density.resolution_A is not None and self.density.resolution_A < nyquist_A * (1 - 1e-9):
+            raise ValueError(
+                f"density.resolution_A = {self.density.resolution_A} Å is finer than Nyquist ({nyquist_A} Å "
+                f"at voxel_size_A = {self.voxel_size_A})"
+            )
+        self._check_targets_fit()
         if min(self.sample.slab_shape_zyx) < self.box + 2:
             raise ValueError(
                 f"sample.slab_shape_zyx {list(self.sample.slab_shape_zyx)} must exceed the box ({self.box}) "
@@ -304,16 +361,36 @@ class EngineConfig(_Model):
             )
         return self
 
+    def _check_targets_fit(self) -> None:
+        """Refuse more targets than a slab can hold, estimated from the classes whose size the config gives.
+
+        Random sequential placement of spheres jams near 38 % of the volume, so targets whose circumscribed
+        spheres (phantom ``diameter_A``) plus the crowders' share fill more than that cannot be placed.
+        Classes read from files have no size before their density is built and are not estimated here.
+        """
+        slab_vox = math.prod(self.sample.slab_shape_zyx)
+        for class_id, spec in self.classes.items():
+            if not isinstance(spec, PhantomSource):
+                continue
+            radius_vox = 0.5 * spec.diameter_A / self.voxel_size_A
+            targets_vox = self.sample.particles_per_tomogram * 4.0 / 3.0 * math.pi * radius_vox**3
+            filled = targets_vox / slab_vox + self.sample.crowding_fraction
+            if filled > _JAMMING_FRACTION:
+                raise ValueError(
+                    f"sample.particles_per_tomogram = {self.sample.particles_per_tomogram} targets of class "
+                    f"{class_id} ({spec.diameter_A:g} Å across) and crowding_fraction "
+                    f"{self.sample.crowding_fraction} would fill {filled:.0%} of the slab "
+                    f"{list(self.sample.slab_shape_zyx)}; random placement jams near "
+                    f"{_JAMMING_FRACTION:.0%}: fewer particles or a larger slab"
+                )
+
     def resolution_A(self) -> float:
-        """Effective low-pass resolution (Å): the configured one, or Nyquist when null."""
-        nyquist_A = 2.0 * self.voxel_size_A
-        resolution_A = self.density.resolution_A or nyquist_A
-        if resolution_A < nyquist_A * (1 - 1e-9):
-            raise ConfigError(
-                f"density.resolution_A = {resolution_A} Å is finer than Nyquist ({nyquist_A} Å at "
-                f"voxel_size_A = {self.voxel_size_A})"
-            )
-        return resolution_A
+        """Effective low-pass resolution (Å): the configured one (never finer than Nyquist), or Nyquist."""
+        return self.density.resolution_A or 2.0 * self.voxel_size_A
+
+    def reference_diameter_A(self) -> float:
+        """Diameter of the noise reference particle (Å): the configured one, or half the box edge."""
+        return self.noise.reference_diameter_A or 0.5 * self.box * self.voxel_size_A
 
     def assembly_of(self, spec: PdbSource | FileSource) -> str | None:
         """Assembly to build for a class: its own setting, or ``density.assembly`` for ``'default'``."""
@@ -326,6 +403,8 @@ def _format_errors(error: ValidationError, origin: str) -> str:
         where = ".".join(str(part) for part in item["loc"]) or "<root>"
         if item["type"] == "extra_forbidden":
             lines.append(f"  {where}: unknown key")
+        elif isinstance(item.get("input"), dict):  # a whole section: its message says what is wrong
+            lines.append(f"  {where}: {item['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  {where}: {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)
@@ -345,6 +424,49 @@ def validate_config(data: dict[str, Any], origin: str = "<dict>") -> EngineConfi
         raise ConfigError(_format_errors(error, origin)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML loader that refuses a mapping with a repeated key (PyYAML keeps the last one silently)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first on line {seen[key] + 1}, again on line "
+                f"{key_node.start_mark.line + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def read_config_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file as plain data, refusing repeated keys at any level.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is not YAML, repeats a key, or is not a mapping.
+    """
+    path = Path(path)
+    try:
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
 def load_config(path: str | Path) -> EngineConfig:
     """Read and validate a YAML config file.
 
@@ -354,14 +476,7 @@ def load_config(path: str | Path) -> EngineConfig:
         If the file is missing, is not YAML mapping, or does not validate.
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config {path} is not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a YAML mapping, got {type(data).__name__}")
+    data = read_config_yaml(path)
     return validate_config(data, origin=str(path))
 
 

@@ -24,6 +24,8 @@ __all__ = ["ParticleFileError", "ParticleSet", "concatenate"]
 _DTYPES: dict[str, np.dtype] = {
     "clean": np.dtype(np.float32),
     "noise": np.dtype(np.float32),
+    "noise_scale": np.dtype(np.float32),
+    "signal_variance": np.dtype(np.float64),
     "noisy": np.dtype(np.float32),
     "snr": np.dtype(np.float32),
     "rotation": np.dtype(np.float64),
@@ -32,7 +34,7 @@ _DTYPES: dict[str, np.dtype] = {
     "tomogram": np.dtype(np.int32),
     "defocus_um": np.dtype(np.float32),
 }
-_OPTIONAL = ("noise", "noisy", "snr")
+_OPTIONAL = ("noise", "noise_scale", "signal_variance", "noisy", "snr")
 
 
 class ParticleFileError(ValueError):
@@ -63,7 +65,14 @@ class ParticleSet:
     defocus_um
         `(N,)` float32 defocus of the source tilt series (µm, positive = underfocus).
     noise
-        `(N, D, D, D)` float32 reconstruction of unit-variance detector noise, before calibration; or None.
+        `(N, K, D, D, D)` float32 reconstructions of unit-variance detector noise, K independent
+        realisations (one tilt series each); or None. Given together with ``noise_scale``.
+    noise_scale
+        `(N,)` float32 α₁ of :mod:`cryoengine.noise`: ``clean + noise_scale / √s · noise[:, k]`` is the
+        particle at nominal SNR ``s``; or None.
+    signal_variance
+        `(N,)` float64 box variance of each particle's own isolated signal (the numerator of its measured
+        SNR); or None.
     noisy
         `(N, L, D, D, D)` float32 particle at each of the `L` SNR levels; or None (then ``snr`` is None).
     snr
@@ -80,6 +89,8 @@ class ParticleSet:
     tomogram: np.ndarray
     defocus_um: np.ndarray
     noise: np.ndarray | None = None
+    noise_scale: np.ndarray | None = None
+    signal_variance: np.ndarray | None = None
     noisy: np.ndarray | None = None
     snr: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
@@ -102,8 +113,15 @@ class ParticleSet:
             "position": (n, 3),
             "tomogram": (n,),
             "defocus_um": (n,),
-            "noise": (n, d, d, d),
+            "noise_scale": (n,),
+            "signal_variance": (n,),
         }
+        if (self.noise is None) != (self.noise_scale is None):
+            raise ValueError(
+                "ParticleSet.noise and ParticleSet.noise_scale must both be given or both be None"
+            )
+        if self.noise is not None:
+            expected["noise"] = (n, self.noise.shape[1] if self.noise.ndim == 5 else "K", d, d, d)
         if (self.noisy is None) != (self.snr is None):
             raise ValueError("ParticleSet.noisy and ParticleSet.snr must both be given or both be None")
         if self.noisy is not None:
@@ -233,7 +251,7 @@ def concatenate(sets: Sequence[ParticleSet]) -> ParticleSet:
         for name in _OPTIONAL:
             if (getattr(part, name) is None) != (getattr(first, name) is None):
                 raise ValueError(f"sets[{index}].{name} and sets[0].{name} are not both given or both None")
-        for name in ("clean", "noisy"):
+        for name in ("clean", "noise", "noisy"):
             ours, theirs = getattr(part, name), getattr(first, name)
             if ours is not None and ours.shape[1:] != theirs.shape[1:]:
                 raise ValueError(

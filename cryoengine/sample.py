@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from cryoengine.rotation import SplineVolume, random_rotations, rotate_volume
 
-__all__ = ["Placements", "density_to_support_mask", "place_particles", "render_sample"]
+__all__ = ["Placements", "density_to_support_mask", "isolated_placements", "place_particles", "render_sample"]
 
 # Anchors drawn per vectorised batch while searching for a free position.
 _ANCHOR_BATCH = 64
@@ -366,3 +366,44 @@ def _find_free_anchor(
                 return anchor
         attempts += batch
     return None
+
+
+def isolated_placements(
+    class_index: np.ndarray, centre_zyx_vox: np.ndarray, rotation: np.ndarray, cell: int
+) -> tuple[tuple[int, int, int], Placements]:
+    """Lay particles out one per cubic cell, stacked along the tilt axis y, to image each one alone.
+
+    Slices perpendicular to the tilt axis are imaged independently, and the CTF spreads a particle by a few
+    voxels only, so each particle of the returned volume images as if it were alone. Each keeps its
+    rotation and its sub-voxel offset, so a box cut at its new centre has the same ``shift``.
+
+    Parameters
+    ----------
+    class_index
+        `(M,)` class of each particle.
+    centre_zyx_vox
+        `(M, 3)` original centres (only their sub-voxel part is kept).
+    rotation
+        `(M, 3, 3)` rotations.
+    cell
+        Cell edge in voxels (e.g. twice the box).
+
+    Returns
+    -------
+    shape_zyx : tuple of int
+        ``(cell, M · cell, cell)`` volume shape.
+    placements : Placements
+        The particles at the centres of their cells.
+    """
+    if isinstance(cell, bool) or not isinstance(cell, int | np.integer) or cell < 2:
+        raise ValueError(f"cell must be an integer >= 2, got {cell!r}")
+    centres = np.asarray(centre_zyx_vox, dtype=np.float64)
+    m = len(centres)
+    if m < 1:
+        raise ValueError("isolated_placements needs at least one particle")
+    sub_voxel = centres - np.floor(centres + 0.5)
+    cell_centres = np.stack(
+        [np.full(m, cell // 2), np.arange(m) * cell + cell // 2, np.full(m, cell // 2)], 1
+    )
+    placements = Placements(np.asarray(class_index), cell_centres + sub_voxel, rotation)
+    return (int(cell), int(m * cell), int(cell)), placements

@@ -20,21 +20,25 @@ from tqdm import tqdm
 from cryoengine.atomic_file import atomic_path
 from cryoengine.config import EngineConfig, FileSource, MapSource, PdbSource, PhantomSource
 from cryoengine.ctf import draw_ctf_parameters
-from cryoengine.density import atoms_to_density, resample_map
+from cryoengine.density import atoms_to_density, resample_map, scale_map_to_mass
 from cryoengine.extraction import extract_subtomograms
 from cryoengine.mrc import read_volume, write_volume
-from cryoengine.noise import add_noise_at_snr_levels
+from cryoengine.noise import mix_noise_at_snr_levels, reference_noise_scale
 from cryoengine.particles import ParticleSet, concatenate
 from cryoengine.phantom import phantom_atoms
-from cryoengine.projector import project_volume_to_tilts
+from cryoengine.projector import TiltGeometry, project_volume_to_tilts
 from cryoengine.provenance import provenance
 from cryoengine.reconstruction import reconstruct_tilts_to_volume
-from cryoengine.sample import density_to_support_mask, place_particles, render_sample
+from cryoengine.sample import density_to_support_mask, isolated_placements, place_particles, render_sample
 from cryoengine.store import write_class_group, write_manifest
 from cryoengine.structure import StructureError, fetch_pdb_entry, read_atoms
 from cryoengine.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts, draw_detector_noise_tilts
 
 log = logging.getLogger(__name__)
+
+# The class-blind reference particle of the noise level (cryoengine.noise): a seeded phantom blob.
+_REFERENCE_SUBUNITS = 7
+_REFERENCE_SEED = 0
 
 __all__ = [
     "available_classes",
@@ -82,6 +86,9 @@ def fetch_structure(config: EngineConfig, pdb_id: str, cache_dir: Path | None = 
 def class_density(config: EngineConfig, class_id: str) -> np.ndarray:
     """Density map of one configured class: `(box, box, box)` float32 at ``config.voxel_size_A``.
 
+    Every class is on the atomic scale (electron-scattering potential); a map class is rescaled to the
+    potential of its mass (:func:`~cryoengine.density.scale_map_to_mass`).
+
     Raises
     ------
     KeyError
@@ -95,7 +102,9 @@ def class_density(config: EngineConfig, class_id: str) -> np.ndarray:
     resolution_A = config.resolution_A()
     if isinstance(spec, MapSource):
         volume, voxel_in_A = read_volume(spec.path)
-        return resample_map(volume, voxel_in_A, config.voxel_size_A, config.box, resolution_A)
+        resampled = resample_map(volume, voxel_in_A, config.voxel_size_A, config.box, resolution_A)
+        scaled, _ = scale_map_to_mass(resampled, config.voxel_size_A, spec.molecular_weight_kDa)
+        return scaled
     if isinstance(spec, PhantomSource):
         atoms = phantom_atoms(spec.shape, spec.diameter_A, spec.subunits, spec.seed)
     elif isinstance(spec, PdbSource):
@@ -161,8 +170,11 @@ def simulate_tomogram(
 
     A slab is filled with ``particles_per_tomogram`` particles of ``class_id`` and crowders of the other
     classes (random orientation and position, non-overlapping), projected over the tilt scheme, modulated
-    by this tomogram's CTF and the exposure filter, and reconstructed; a unit-variance detector-noise tilt
-    series is reconstructed the same way. Subtomograms are cut around each target from both.
+    by this tomogram's CTF and the exposure filter, and reconstructed; ``noise.realisations`` independent
+    unit-variance detector-noise tilt series are reconstructed the same way. Subtomograms are cut around
+    each target from all of them. Each target alone and the reference particle are imaged once more, each
+    in its own cell, for the class-blind noise scale and the particles' own signal variance
+    (:mod:`cryoengine.noise`).
 
     Parameters
     ----------
@@ -175,7 +187,8 @@ def simulate_tomogram(
     density_paths
         Class id → density MRC, for the target and every class that may crowd it.
     out_path
-        Output ``.npz`` (:class:`~cryoengine.particles.ParticleSet` with ``clean`` and ``noise``).
+        Output ``.npz`` (:class:`~cryoengine.particles.ParticleSet` with ``clean``, ``noise``,
+        ``noise_scale`` and ``signal_variance``).
 
     Returns
     -------
@@ -246,7 +259,6 @@ def simulate_tomogram(
         phase_flip=optics.phase_flip,
         exposure_filtering=optics.exposure_filtering,
     )
-    noise_tilts = draw_detector_noise_tilts(signal_tilts.shape, rng)
     log.info(
         "%s tomogram %d: %d tilts projected (%s), defocus %.2f µm",
         class_id,
@@ -255,29 +267,87 @@ def simulate_tomogram(
         backend,
         ctf.defocus_um,
     )
-    reconstruction = config.reconstruction
-    signal_tomogram, noise_tomogram = (
-        reconstruct_tilts_to_volume(
-            tilts,
-            geometry,
-            reconstruction.method,
-            n_iterations=reconstruction.sirt_iterations,
-            backend=backend,
-        )
-        for tilts in (signal_tilts, noise_tilts)
-    )
-
-    log.info("%s tomogram %d: signal and noise reconstructed (%s)", class_id, tomogram, reconstruction.method)
     is_target = placements.class_index == target
     centres = placements.centre_zyx_vox[is_target]
-    clean, shift = extract_subtomograms(signal_tomogram, centres, config.box)
-    noise, _ = extract_subtomograms(noise_tomogram, centres, config.box)
     n = len(centres)
+
+    def reconstruct(tilts: np.ndarray, tilt_geometry: TiltGeometry) -> np.ndarray:
+        return reconstruct_tilts_to_volume(
+            tilts,
+            tilt_geometry,
+            config.reconstruction.method,
+            n_iterations=config.reconstruction.sirt_iterations,
+            backend=backend,
+        )
+
+    clean, shift = extract_subtomograms(reconstruct(signal_tilts, geometry), centres, config.box)
+    del signal_tilts
+    realisations = config.noise.realisations
+    noise = np.empty((n, realisations, config.box, config.box, config.box), dtype=np.float32)
+    unit_noise_variance = 0.0
+    for k in range(realisations):  # one independent detector-noise tilt series per realisation
+        noise_tomogram = reconstruct(draw_detector_noise_tilts(geometry.tilts_shape, rng), geometry)
+        noise[:, k] = extract_subtomograms(noise_tomogram, centres, config.box)[0]
+        unit_noise_variance += float(noise_tomogram.var(dtype=np.float64)) / realisations
+        del noise_tomogram
+    log.info(
+        "%s tomogram %d: signal and %d noise realisations reconstructed (%s)",
+        class_id,
+        tomogram,
+        realisations,
+        config.reconstruction.method,
+    )
+
+    # Each target alone, and the class-blind reference particle, imaged like the sample (noise module).
+    reference = atoms_to_density(
+        phantom_atoms("blob", config.reference_diameter_A(), _REFERENCE_SUBUNITS, _REFERENCE_SEED),
+        config.voxel_size_A,
+        config.box,
+        config.resolution_A(),
+        config.density.oversampling,
+    )
+    cell = 2 * config.box
+    alone_shape, alone = isolated_placements(
+        np.append(np.full(n, target), len(densities)),
+        np.concatenate([centres, np.zeros((1, 3))]),
+        np.concatenate([placements.rotation[is_target], np.eye(3)[None]]),
+        cell,
+    )
+    alone_geometry = scheme.geometry(alone_shape)
+    alone_tilts = apply_ctf_and_exposure_to_tilts(
+        project_volume_to_tilts(
+            render_sample(alone_shape, [*densities, reference], alone), alone_geometry, backend=backend
+        ),
+        scheme,
+        ctf,
+        config.voxel_size_A,
+        phase_flip=optics.phase_flip,
+        exposure_filtering=optics.exposure_filtering,
+    )
+    own, _ = extract_subtomograms(reconstruct(alone_tilts, alone_geometry), alone.centre_zyx_vox, config.box)
+    own_variance = own.var(axis=(1, 2, 3), dtype=np.float64)
+    noise_scale = reference_noise_scale(float(own_variance[-1]), unit_noise_variance)
+    log.info(
+        "%s tomogram %d: noise scale α₁ %.4g (reference variance %.4g, unit-noise variance %.4g)",
+        class_id,
+        tomogram,
+        noise_scale,
+        own_variance[-1],
+        unit_noise_variance,
+    )
     record = provenance(config.model_dump(mode="json"), seed=int(seed.generate_state(1)[0]))
-    record["tomogram"] = {"index": tomogram, "crowders": n_crowders, "ctf": vars(ctf)}
+    record["tomogram"] = {
+        "index": tomogram,
+        "crowders": n_crowders,
+        "ctf": vars(ctf),
+        "reference_signal_variance": float(own_variance[-1]),
+        "unit_noise_variance": unit_noise_variance,
+    }
     particles = ParticleSet(
         clean=clean,
         noise=noise,
+        noise_scale=np.full(n, noise_scale),
+        signal_variance=own_variance[:-1],
         rotation=placements.rotation[is_target],
         shift=shift,
         position=centres,
@@ -304,7 +374,9 @@ def calibrate_noise(
     tomogram_paths
         The class's per-tomogram ``.npz`` files from :func:`simulate_tomogram`, in tomogram order.
     out_path
-        Output ``.npz``: a ParticleSet with ``clean``, ``noisy`` `(N, L, D, D, D)` and ``snr`` `(N, L)`.
+        Output ``.npz``: a ParticleSet with ``clean``, ``noise`` `(N, K, D, D, D)`, ``noise_scale`` `(N,)`,
+        ``noisy`` `(N, L, D, D, D)` (level ``l`` from realisation ``l mod K``) and ``snr`` `(N, L)` (each
+        particle's own SNR).
 
     Returns
     -------
@@ -320,9 +392,18 @@ def calibrate_noise(
         raise ValueError(
             f"the tomogram files of class {class_id} hold no noise reconstruction (not from simulate)"
         )
+    if particles.noise_scale is None or particles.signal_variance is None:
+        raise ValueError(
+            f"the tomogram files of class {class_id} hold no noise scale (written by an older simulate)"
+        )
     levels = np.asarray(config.noise.snr_levels, dtype=np.float64)
-    noisy, measured = add_noise_at_snr_levels(
-        particles.clean, particles.noise, levels, device=config.noise.device
+    noisy, measured = mix_noise_at_snr_levels(
+        particles.clean,
+        particles.noise,
+        particles.noise_scale,
+        levels,
+        particles.signal_variance,
+        device=config.noise.device,
     )
     attrs = {
         "class_id": class_id,
@@ -347,6 +428,8 @@ def calibrate_noise(
         position=particles.position,
         tomogram=particles.tomogram,
         defocus_um=particles.defocus_um,
+        noise=particles.noise,
+        noise_scale=particles.noise_scale,
         noisy=noisy,
         snr=measured,
         attrs=attrs,
@@ -392,6 +475,9 @@ def dataset_attrs(config: EngineConfig) -> dict:
         "voxel_size_A": config.voxel_size_A,
         "box": config.box,
         "snr_levels": list(config.noise.snr_levels),
+        "noise_realisations": config.noise.realisations,
+        "class_labels": list(config.classes),
+        "noise_reference_diameter_A": config.reference_diameter_A(),
         "tilt_scheme": config.tilt.model_dump(mode="json"),
         "optics": config.optics.model_dump(mode="json"),
         "reconstruction": config.reconstruction.model_dump(mode="json"),

@@ -21,15 +21,18 @@ def make_particles(
     *,
     box: int = BOX,
     levels: Sequence[float] = tuple(LEVELS),
-    with_noise: bool = False,
+    with_noise: bool = True,
+    realisations: int = 2,
     attrs: dict[str, Any] | None = None,
 ) -> ParticleSet:
-    """`n` random particles in `box`³ with `len(levels)` noisy levels; ``attrs`` extend ``{"class_id"}``."""
+    """`n` random particles in `box`³ with `len(levels)` noisy levels and (``with_noise``) `realisations`
+    unit-noise volumes with a noise scale; ``attrs`` extend ``{"class_id"}``."""
     rng = np.random.default_rng(seed)
     shift = rng.uniform(-0.5, 0.5, (n, 3))
     return ParticleSet(
         clean=rng.standard_normal((n, box, box, box)),
-        noise=rng.standard_normal((n, box, box, box)) if with_noise else None,
+        noise=rng.standard_normal((n, realisations, box, box, box)) if with_noise else None,
+        noise_scale=rng.uniform(0.5, 2.0, n) if with_noise else None,
         noisy=rng.standard_normal((n, len(levels), box, box, box)),
         snr=rng.uniform(0.005, 0.2, (n, len(levels))),
         rotation=random_rotations(n, rng),

@@ -66,10 +66,43 @@ def test_bad_configs_name_the_key(patch, message):
         validate_config({**MINIMAL, **patch})
 
 
-def test_resolution_finer_than_nyquist_is_rejected():
-    config = validate_config({**MINIMAL, "density": {"resolution_A": 15}})
-    with pytest.raises(ConfigError, match="finer than Nyquist"):
-        config.resolution_A()
+def test_resolution_finer_than_nyquist_is_rejected_when_the_config_is_read():
+    with pytest.raises(ConfigError, match=r"density.resolution_A = 15.0 Å is finer than Nyquist \(20.0 Å"):
+        validate_config({**MINIMAL, "density": {"resolution_A": 15}})
+
+
+def test_repeated_yaml_keys_are_errors(tmp_path):
+    (tmp_path / "c.yaml").write_text(
+        "classes:\n  a:\n    kind: phantom\n    shape: ring\n  a:\n    kind: phantom\n    shape: rod\n"
+    )
+    with pytest.raises(ConfigError, match=r"duplicate key 'a' \(first on line 2, again on line 5\)"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_crowding_a_single_class_is_an_error_and_its_default_is_zero():
+    one = {"classes": {"a": {"kind": "phantom", "shape": "ring"}}}
+    assert validate_config(one).sample.crowding_fraction == 0
+    with pytest.raises(ConfigError, match=r"crowding_fraction is 0.1 but there is only one class \(a\)"):
+        validate_config({**one, "sample": {"crowding_fraction": 0.1}})
+    two = {"classes": {**one["classes"], "b": {"kind": "phantom", "shape": "rod"}}}
+    assert validate_config(two).sample.crowding_fraction == 0.05
+
+
+def test_more_targets_than_a_slab_can_hold_is_an_error_when_the_config_is_read():
+    crowded = {
+        "box": 24,
+        "sample": {"slab_shape_zyx": [30, 60, 60], "particles_per_tomogram": 60},
+        "classes": {"big": {"kind": "phantom", "shape": "cage", "diameter_A": 150}},
+    }
+    with pytest.raises(ConfigError, match=r"60 targets of class big \(150 Å across\) .* jams near 38%"):
+        validate_config(crowded)
+    validate_config({**crowded, "sample": {**crowded["sample"], "particles_per_tomogram": 10}})
+
+
+def test_a_section_error_names_the_problem_not_the_whole_config():
+    with pytest.raises(ConfigError) as error:
+        validate_config({**MINIMAL, "density": {"resolution_A": 15}})
+    assert len(str(error.value).splitlines()) == 2 and "got" not in str(error.value)
 
 
 def test_load_config_errors(tmp_path):

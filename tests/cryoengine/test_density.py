@@ -8,11 +8,13 @@ from scipy import ndimage
 
 from cryoengine.correlation import best_translation_correlation, pearson_correlation
 from cryoengine.density import (
+    SCATTERING_PER_KDA_A,
     BoxTooSmallError,
     _frequency_magnitude,
     atoms_to_density,
     lowpass_filter,
     resample_map,
+    scale_map_to_mass,
     scattering_weights,
 )
 from cryoengine.mrc import read_volume
@@ -146,3 +148,17 @@ def test_agrees_with_polnet(shared_data, entry):
     )
     wrong, _ = best_translation_correlation(_lowpass(ours, 30.0), _lowpass(other, 30.0))
     assert wrong < common - 0.1
+
+
+def test_scale_map_to_mass_sets_the_integral_of_the_given_or_contoured_mass(small_protein):
+    ours = atoms_to_density(small_protein, 10.0, 24, 25.0, 2)
+    mass_kDa = scattering_weights(small_protein.atomic_number).sum() / SCATTERING_PER_KDA_A
+    scaled, used = scale_map_to_mass(250.0 * ours, 10.0, 42.75)  # PolNet units, PolNet's weight
+    assert used == 42.75
+    np.testing.assert_allclose(scaled.sum() * 1000.0, SCATTERING_PER_KDA_A * 42.75, rtol=1e-5)
+    # the atomic map holds 0.988 of Σ f(0) (gemmi's cut-off radius): the same scale within 1.2 %
+    np.testing.assert_allclose(scaled.sum(), ours.sum() * 42.75 / mass_kDa, rtol=0.02)
+    contoured, guessed_kDa = scale_map_to_mass(250.0 * ours, 10.0)  # no weight: contour at 0.4 of the peak
+    assert 0.8 < guessed_kDa / 42.75 < 1.2
+    with pytest.raises(ValueError, match="no positive density"):
+        scale_map_to_mass(-ours, 10.0)

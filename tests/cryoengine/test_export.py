@@ -15,7 +15,13 @@ from cryoengine.rotation import relion_euler_deg_to_rotation
 from cryoengine.store import ClassNotFoundError, write_class_group
 
 VOXEL_A = 12.5
-DATASET_ATTRS = {"voxel_size_A": VOXEL_A, "box": BOX, "snr_levels": LEVELS}
+DATASET_ATTRS = {
+    "voxel_size_A": VOXEL_A,
+    "box": BOX,
+    "snr_levels": LEVELS,
+    "noise_realisations": 2,
+    "class_labels": ["a", "b"],
+}
 
 
 @pytest.fixture(scope="module")

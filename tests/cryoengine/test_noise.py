@@ -1,11 +1,11 @@
-"""Noise calibration: SNR at every level, noise that carries the missing wedge, bad input, CuPy parity."""
+"""Noise: class-blind levels, independent realisations, own-signal SNR, the missing wedge, bad input, CuPy."""
 
 import numpy as np
 import pytest
 from conftest import HAS_CUPY
 
 from cryoengine.ctf import CtfParameters
-from cryoengine.noise import add_noise_at_snr_levels, noise_scale_for_snr
+from cryoengine.noise import mix_noise_at_snr_levels, reference_noise_scale
 from cryoengine.projector import project_volume_to_tilts
 from cryoengine.reconstruction import weighted_backproject_tilts_to_volume
 from cryoengine.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts, draw_detector_noise_tilts
@@ -18,7 +18,7 @@ BOX = 9
 
 @pytest.fixture(scope="module")
 def subtomograms():
-    """Clean and unit-noise subtomograms cut at the same places from two reconstructions."""
+    """Clean subtomograms and K = 2 independent unit-noise reconstructions cut at the same places."""
     rng = np.random.default_rng(11)
     z, y, x = np.indices(TOMOGRAM_ZYX, dtype=np.float64)
     sample = np.zeros(TOMOGRAM_ZYX)
@@ -29,32 +29,66 @@ def subtomograms():
     geometry = scheme.geometry(TOMOGRAM_ZYX)
     projections = project_volume_to_tilts(sample, geometry, "cpu")
     signal_tilts = apply_ctf_and_exposure_to_tilts(projections, scheme, CtfParameters(defocus_um=3.0), 10.0)
-    noise_tilts = draw_detector_noise_tilts(geometry.tilts_shape, rng)
     clean = weighted_backproject_tilts_to_volume(signal_tilts, geometry)
-    noise = weighted_backproject_tilts_to_volume(noise_tilts, geometry)
+    noise = [
+        weighted_backproject_tilts_to_volume(draw_detector_noise_tilts(geometry.tilts_shape, rng), geometry)
+        for _ in range(2)
+    ]
     half = BOX // 2
     cut = [tuple(slice(c - half, c - half + BOX) for c in centre) for centre in CENTRES_ZYX]
-    return np.stack([clean[s] for s in cut]), np.stack([noise[s] for s in cut])
+    return np.stack([clean[s] for s in cut]), np.stack([np.stack([n[s] for n in noise]) for s in cut])
 
 
-def test_measured_snr_is_within_3_percent_of_every_target(subtomograms):
+def mix(clean, noise, levels, device="cpu", scale=None, variance=None):
+    """Mix with one noise scale for all particles (the reference = the mean clean box) and own = box."""
+    variance = clean.astype(np.float64).var(axis=(1, 2, 3)) if variance is None else variance
+    if scale is None:
+        scale = np.full(len(clean), reference_noise_scale(float(variance.mean()), float(noise.var())))
+    return mix_noise_at_snr_levels(clean, noise, scale, np.asarray(levels), variance, device=device)
+
+
+def test_levels_are_clean_plus_scaled_noise_and_their_snr_is_measured(subtomograms):
     clean, noise = subtomograms
-    noisy, measured = add_noise_at_snr_levels(clean, noise, SNR_LEVELS, device="cpu")
+    variance = clean.astype(np.float64).var(axis=(1, 2, 3))
+    scale = np.full(4, 0.37)
+    noisy, measured = mix(clean, noise, SNR_LEVELS, scale=scale, variance=variance)
     assert noisy.shape == (4, 4, BOX, BOX, BOX) and noisy.dtype == np.float32
     assert measured.shape == (4, 4)
-    np.testing.assert_allclose(measured, np.broadcast_to(SNR_LEVELS, (4, 4)), rtol=0.03)
-    # re-measured here in float64, from the returned arrays only
     added = noisy.astype(np.float64) - clean[:, None].astype(np.float64)
-    snr = clean.astype(np.float64).var(axis=(1, 2, 3))[:, None] / added.var(axis=(2, 3, 4))
-    np.testing.assert_allclose(snr, np.broadcast_to(SNR_LEVELS, (4, 4)), rtol=0.03)
-    # and the added part is the particle's own noise reconstruction, scaled
-    scale = noise_scale_for_snr(clean, noise, SNR_LEVELS, device="cpu")
-    np.testing.assert_allclose(added, scale[:, :, None, None, None] * noise[:, None], rtol=1e-4, atol=1e-5)
+    for level, snr in enumerate(SNR_LEVELS):  # level l uses realisation l mod K
+        expected = 0.37 / np.sqrt(snr) * noise[:, level % 2].astype(np.float64)
+        np.testing.assert_allclose(added[:, level], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(measured, variance[:, None] / added.var(axis=(2, 3, 4)), rtol=1e-4)
+
+
+def test_consecutive_levels_carry_independent_noise(subtomograms):
+    clean, noise = subtomograms
+    noisy, _ = mix(clean, noise, SNR_LEVELS)
+    first, second = (noisy[:, level] - clean for level in (0, 1))
+    for a, b in zip(first, second, strict=True):
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.15  # one shared realisation gave 0.98
+
+
+def test_noise_level_does_not_depend_on_the_signal(subtomograms):
+    """One scale for every particle: a 9× brighter class gets the same noise, hence a 9× higher SNR."""
+    clean, noise = subtomograms
+    bright = np.concatenate([clean, 3 * clean])
+    both_noise = np.concatenate([noise, noise])
+    noisy, measured = mix(bright, both_noise, [0.01])
+    added = noisy[:, 0] - bright
+    np.testing.assert_allclose(added[:4], added[4:], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(measured[4:, 0], 9 * measured[:4, 0], rtol=1e-3)
+
+
+def test_reference_scale_is_the_amplitude_at_snr_one():
+    assert reference_noise_scale(4.0, 1.0) == 2.0
+    with pytest.raises(ValueError, match="unit_noise_variance must be positive"):
+        reference_noise_scale(1.0, 0.0)
 
 
 def test_infinite_snr_is_the_clean_volume(subtomograms):
     clean, noise = subtomograms
-    noisy, measured = add_noise_at_snr_levels(clean, noise, np.array([np.inf, 0.1]), device="cpu")
+    noisy, measured = mix(clean, noise, [np.inf, 0.1])
     np.testing.assert_array_equal(noisy[:, 0], clean)
     assert np.all(np.isinf(measured[:, 0]))
 
@@ -80,38 +114,45 @@ def test_reconstructed_detector_noise_carries_the_missing_wedge():
 @pytest.mark.parametrize(
     ("clean_shape", "noise_shape", "levels", "match"),
     [
-        ((2, 4, 4, 4), (2, 4, 4, 5), [0.1], "must match"),
-        ((4,), (4,), [0.1], "N >= 1"),
-        ((2, 4, 4, 4), (2, 4, 4, 4), [0.1, 0.0], "values > 0"),
-        ((2, 4, 4, 4), (2, 4, 4, 4), [np.nan], "values > 0"),
-        ((2, 4, 4, 4), (2, 4, 4, 4), [], "non-empty"),
+        ((2, 4, 4, 4), (2, 2, 4, 4, 5), [0.1], "boxes"),
+        ((2, 4, 4, 4), (2, 4, 4, 4), [0.1], r"\(N, K, ...\)"),
+        ((4,), (4, 1), [0.1], "N >= 1"),
+        ((2, 4, 4, 4), (2, 2, 4, 4, 4), [0.1, 0.0], "values > 0"),
+        ((2, 4, 4, 4), (2, 2, 4, 4, 4), [np.nan], "values > 0"),
+        ((2, 4, 4, 4), (2, 2, 4, 4, 4), [], "non-empty"),
     ],
 )
 def test_bad_input_is_refused(clean_shape, noise_shape, levels, match):
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match=match):
-        add_noise_at_snr_levels(
-            rng.random(clean_shape), rng.random(noise_shape), np.array(levels), device="cpu"
+        mix_noise_at_snr_levels(
+            rng.random(clean_shape),
+            rng.random(noise_shape),
+            np.ones(2),
+            np.array(levels),
+            np.ones(2),
+            device="cpu",
         )
 
 
-def test_flat_boxes_and_non_finite_values_are_refused():
+def test_bad_scales_variances_and_non_finite_values_are_refused():
     rng = np.random.default_rng(0)
-    clean = rng.random((3, 4, 4, 4))
-    clean[1] = 2.0
-    with pytest.raises(ValueError, match=r"zero variance over the box for particles \[1\]"):
-        add_noise_at_snr_levels(clean, rng.random((3, 4, 4, 4)), np.array([0.1]), device="cpu")
+    clean, noise = rng.random((3, 4, 4, 4)), rng.random((3, 2, 4, 4, 4))
+    with pytest.raises(ValueError, match=r"signal_variance .* not positive for particles \[1\]"):
+        mix_noise_at_snr_levels(clean, noise, np.ones(3), np.array([0.1]), np.array([1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"noise_scale must be \(3,\)"):
+        mix_noise_at_snr_levels(clean, noise, np.ones(2), np.array([0.1]), np.ones(3))
     clean[1, 0, 0, 0] = np.inf
     with pytest.raises(ValueError, match="finite"):
-        add_noise_at_snr_levels(clean, rng.random((3, 4, 4, 4)), np.array([0.1]), device="cpu")
+        mix_noise_at_snr_levels(clean, noise, np.ones(3), np.array([0.1]), np.ones(3), device="cpu")
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUPY, reason="CuPy with a GPU is not available")
 def test_cupy_matches_numpy(subtomograms):
     clean, noise = subtomograms
-    noisy_cpu, snr_cpu = add_noise_at_snr_levels(clean, noise, SNR_LEVELS, device="cpu")
-    noisy_gpu, snr_gpu = add_noise_at_snr_levels(clean, noise, SNR_LEVELS, device="cuda")
+    noisy_cpu, snr_cpu = mix(clean, noise, SNR_LEVELS, device="cpu")
+    noisy_gpu, snr_gpu = mix(clean, noise, SNR_LEVELS, device="cuda")
     assert isinstance(noisy_gpu, np.ndarray)
     np.testing.assert_allclose(noisy_gpu, noisy_cpu, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(snr_gpu, snr_cpu, rtol=1e-5)

@@ -20,7 +20,18 @@ def make_particles(
 
 
 def assert_same_bytes(left: ParticleSet, right: ParticleSet) -> None:
-    for name in ("clean", "noise", "noisy", "snr", "rotation", "shift", "position", "tomogram", "defocus_um"):
+    for name in (
+        "clean",
+        "noise",
+        "noise_scale",
+        "noisy",
+        "snr",
+        "rotation",
+        "shift",
+        "position",
+        "tomogram",
+        "defocus_um",
+    ):
         a, b = getattr(left, name), getattr(right, name)
         if a is None or b is None:
             assert a is None and b is None, name
@@ -75,7 +86,8 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     ("field", "bad"),
     [
         ("clean", np.zeros((7, BOX, BOX, BOX + 1))),
-        ("noise", np.zeros((7, BOX, BOX, BOX - 1))),
+        ("noise", np.zeros((7, 2, BOX, BOX, BOX - 1))),
+        ("noise_scale", np.zeros(6)),
         ("noisy", np.zeros((7, len(LEVELS), BOX, BOX))),
         ("snr", np.zeros((7, len(LEVELS) + 1))),
         ("rotation", np.zeros((7, 3))),
@@ -92,6 +104,7 @@ def test_wrong_shape_names_the_field(field, bad):
         for name in (
             "clean",
             "noise",
+            "noise_scale",
             "noisy",
             "snr",
             "rotation",

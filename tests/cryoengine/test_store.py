@@ -20,6 +20,7 @@ from cryoengine.store import (
     ClassNotFoundError,
     DatasetFormatError,
     DatasetNotFoundError,
+    MissingChunkError,
     inspect_dataset,
     open_dataset,
     write_class_group,
@@ -31,11 +32,24 @@ DATASET_ATTRS = {
     "voxel_size_A": 10.0,
     "box": BOX,
     "snr_levels": LEVELS,
+    "noise_realisations": 2,
+    "class_labels": ["a", "b", "c"],
     "tilt_scheme": {"min_deg": -60, "max_deg": 60, "step_deg": 3},
     "provenance": {"seed": 0},
 }
 COUNTS = {"a": 7, "b": 5}  # 7 = two full shards of 3 and one of 1
-ARRAYS = ("clean", "noisy", "snr", "rotation", "shift", "position", "tomogram", "defocus_um")
+ARRAYS = (
+    "clean",
+    "noisy",
+    "noise",
+    "snr",
+    "rotation",
+    "shift",
+    "position",
+    "tomogram",
+    "defocus_um",
+    "noise_scale",
+)
 
 
 def make_particles(n: int, seed: int, class_id: str, box: int = BOX) -> ParticleSet:
@@ -77,7 +91,7 @@ def assert_item_matches(item, particles: ParticleSet, row: int) -> None:
     for name in ARRAYS:
         expected = getattr(particles, name)[row]
         value = np.asarray(getattr(item, name))
-        if name in ("tomogram", "defocus_um"):
+        if name in ("tomogram", "defocus_um", "noise_scale"):
             assert value == expected, name
         else:
             assert value.dtype == expected.dtype and value.tobytes() == expected.tobytes(), name
@@ -241,14 +255,42 @@ def test_manifest_lists_the_classes_and_checks_them(written):
         write_manifest(path, ["a", "b"], {**DATASET_ATTRS, "snr_levels": [0.2, 0.1, 0.05]})
 
 
-def test_verify_reports_a_class_listed_in_the_manifest_but_missing(written):
+def test_a_group_the_manifest_lists_but_that_is_missing_is_an_error_on_open(written):
     path, _ = written
     write_manifest(path, ["a", "b"], DATASET_ATTRS)
-    shutil.rmtree(path / "classes" / "b")
+    shutil.rmtree(path / "classes" / "a")  # the README's rebuild procedure, half done
+    with pytest.raises(ClassNotFoundError, match=r"class group\(s\) a of .* in its manifest but missing"):
+        open_dataset(path)
+
+
+def test_labels_stay_fixed_from_the_config_whatever_groups_exist(tmp_path):
+    path = tmp_path / "ds.zarr"
+    for class_id in ("a", "c"):  # b (label 1) never written: e.g. an optional class not fetched
+        write_class_group(path, class_id, make_particles(2, 0, class_id), {}, DATASET_ATTRS, SHARD)
     dataset = open_dataset(path)
-    assert dataset.classes == ("a",)
-    with pytest.raises(ClassNotFoundError, match=r"class\(es\) b are in the manifest .* no group"):
-        dataset.verify()
+    assert dataset.class_labels == ("a", "b", "c") and dataset.classes == ("a", "c")
+    assert dataset.class_index("c") == 2 and dataset[2].class_id == "c" and dataset[2].class_index == 2
+    assert {b.class_index for b in dataset.iter_shards("c")} == {2}
+    with pytest.raises(ClassNotFoundError, match="class 'b' is not in"):
+        dataset.class_index("b")
+
+
+def test_labels_may_grow_by_appending_but_never_move(tmp_path):
+    path = tmp_path / "ds.zarr"
+    write_class_group(path, "a", make_particles(2, 0, "a"), {}, DATASET_ATTRS, SHARD)
+    grown = {**DATASET_ATTRS, "class_labels": ["a", "b", "c", "d"]}
+    write_class_group(path, "d", make_particles(2, 1, "d"), {}, grown, SHARD)
+    with pytest.raises(DatasetFormatError, match=r"has no label|no label in its class_labels"):
+        open_dataset(path)  # d is not labelled until the manifest records the grown list
+    write_manifest(path, ["a", "d"], grown)
+    assert open_dataset(path).class_index("d") == 3
+    for labels in (["b", "a", "c", "d"], ["a", "c", "d"]):
+        with pytest.raises(DatasetFormatError, match="would move or drop some"):
+            write_class_group(
+                path, "a", make_particles(2, 0, "a"), {}, {**DATASET_ATTRS, "class_labels": labels}
+            )
+    with pytest.raises(ValueError, match=r"class 'e' is not in dataset_attrs\['class_labels'\]"):
+        write_class_group(path, "e", make_particles(2, 0, "e"), {}, grown)
 
 
 def test_missing_class_lists_the_available_ones(shared):
@@ -278,23 +320,45 @@ def test_corrupted_shard_fails_verify_naming_class_and_array(written):
     assert not report.ok and list(report.failures) == ["b"] and "FAILED" in str(report)
 
 
-def test_deleted_shard_fails_the_checksum(written):
+@pytest.mark.parametrize(
+    ("array", "file", "read"),
+    [
+        ("clean", "c.0.0.0.0", lambda d: d[1]),
+        ("noise", "c.2.0.0.0.0", lambda d: d.read_block("a", 6, 7)),
+        ("noisy", "c.1.0.0.0.0", lambda d: d.verify()),
+        ("rotation", "c.1.0.0", lambda d: d[4]),
+        ("tomogram", "c.0", lambda d: d[0]),
+    ],
+)
+def test_a_missing_chunk_raises_naming_class_array_and_index(written, array, file, read):
     path, _ = written
-    (path / "classes" / "a" / "clean" / "c.0.0.0.0").unlink()  # reads back as zeros
-    with pytest.raises(ChecksumError, match=r"class 'a' array 'clean' .* fails its checksum"):
-        open_dataset(path).verify()
+    (path / "classes" / "a" / array / file).unlink()  # zarr would read it back as zeros
+    dataset = open_dataset(path)
+    with pytest.raises(MissingChunkError, match=rf"class 'a' array '{array}' .*{array}/{file} .* missing"):
+        read(dataset)
+    assert dataset[8].class_id == "b"  # the other class still reads
+    report = inspect_dataset(path)
+    assert not report.ok and list(report.failures) == ["a"] and "missing" in report.failures["a"]
+
+
+def test_all_zero_chunks_are_written_so_that_missing_means_damage(tmp_path):
+    particles = make_particles(4, 0, "a")
+    particles.tomogram[:] = 0  # a whole chunk of zeros
+    group = write_class_group(tmp_path / "ds.zarr", "a", particles, {}, DATASET_ATTRS, SHARD)
+    assert (group / "tomogram" / "c.0").is_file() and (group / "tomogram" / "c.1").is_file()
+    assert open_dataset(tmp_path / "ds.zarr")[3].tomogram == 0
 
 
 def test_other_format_version_is_refused(written):
     path, _ = written
     meta = json.loads((path / "zarr.json").read_text())
-    meta["attributes"]["format_version"] = 2
+    meta["attributes"]["format_version"] = 7
     (path / "zarr.json").write_text(json.dumps(meta))
     with pytest.raises(
-        DatasetFormatError, match=r"has format_version 2; this cryoengine reads format_version 1"
+        DatasetFormatError, match=r"has format_version 7; this cryoengine reads format_version 1, 2"
     ):
         open_dataset(path)
-    with pytest.raises(DatasetFormatError, match="format_version 2"):
+    with pytest.raises(DatasetFormatError, match="format_version 7"):
         write_class_group(path, "a", make_particles(2, 0, "a"), {}, DATASET_ATTRS)
 
 
@@ -363,3 +427,69 @@ def test_inspect_shows_a_table_of_classes(shared):
     assert " / ".join(f"{v:.3g}" for v in median) in lines[3]
     assert lines[-1] == "all checksums ok"
     assert inspect_dataset(path, verify=False).table.splitlines()[3].endswith("not checked")
+
+
+def downgrade_to_version_1(path: Path) -> None:
+    """Turn a format-2 dataset into what format 1 wrote: no noise arrays, no noise_realisations, version 1."""
+
+    def edit(meta_path: Path, change) -> None:
+        meta = json.loads(meta_path.read_text())
+        change(meta["attributes"])
+        meta_path.write_text(json.dumps(meta))
+
+    def root(attrs):
+        attrs["format_version"] = 1
+        del attrs["noise_realisations"]
+
+    def group(attrs):
+        root(attrs)
+        del attrs["checksums"]["noise"], attrs["checksums"]["noise_scale"]
+
+    edit(path / "zarr.json", root)
+    for class_dir in (path / "classes").iterdir():
+        if (class_dir / "zarr.json").is_file() and class_dir.name != "zarr.json":
+            edit(class_dir / "zarr.json", group)
+            shutil.rmtree(class_dir / "noise")
+            shutil.rmtree(class_dir / "noise_scale")
+
+
+def test_format_2_items_and_blocks_carry_k_unit_noise_volumes_and_the_scale(shared):
+    path, sets = shared
+    dataset = open_dataset(path)
+    assert (dataset.format_version, dataset.noise_realisations) == (2, 2)
+    item = dataset[8]
+    assert item.noise.shape == (2, BOX, BOX, BOX) and item.noise.dtype == np.float32
+    assert item.noise.tobytes() == sets["b"].noise[1].tobytes()
+    assert isinstance(item.noise_scale, float) and item.noise_scale == sets["b"].noise_scale[1]
+    block = dataset.read_block("a", 3, 6)
+    assert block.noise.shape == (3, 2, BOX, BOX, BOX) and block.noise_scale.shape == (3,)
+    assert block.noise.tobytes() == sets["a"].noise[3:6].tobytes()
+    assert block.noise_scale.dtype == np.float32
+    dataset.verify()
+
+
+def test_noise_is_stored_raw_behind_a_crc_and_the_rest_compressed(shared):
+    path, _ = shared
+    codecs = json.loads((path / "classes" / "a" / "noise" / "zarr.json").read_text())["codecs"]
+    inner = [codec["name"] for codec in codecs[0]["configuration"]["codecs"]]
+    assert inner == ["bytes", "crc32c"]
+    codecs = json.loads((path / "classes" / "a" / "noisy" / "zarr.json").read_text())["codecs"]
+    assert [codec["name"] for codec in codecs[0]["configuration"]["codecs"]] == ["bytes", "blosc", "crc32c"]
+
+
+def test_a_format_1_dataset_still_reads_without_noise(written):
+    path, sets = written
+    downgrade_to_version_1(path)
+    dataset = open_dataset(path)
+    assert (dataset.format_version, dataset.noise_realisations) == (1, 0)
+    item = dataset[2]
+    assert item.noise is None and item.noise_scale is None
+    assert item.noisy.tobytes() == sets["a"].noisy[2].tobytes()
+    blocks = list(dataset.iter_shards())
+    assert sum(len(b) for b in blocks) == 12 and all(
+        b.noise is None and b.noise_scale is None for b in blocks
+    )
+    dataset.verify()
+    assert inspect_dataset(path).ok and " v1, " in str(inspect_dataset(path))
+    with pytest.raises(DatasetFormatError, match="format_version 1; this cryoengine writes version 2 only"):
+        write_class_group(path, "c", make_particles(2, 0, "c"), {}, DATASET_ATTRS)

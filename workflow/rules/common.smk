@@ -4,10 +4,12 @@ import os
 
 from snakemake.utils import validate
 
-from cryoengine.config import FileSource, MapSource, PdbSource, validate_config
+from cryoengine.config import FileSource, MapSource, PdbSource, read_config_yaml, validate_config
 from cryoengine.projector import cuda_available
 from cryoengine.stages import available_classes
 
+for configfile_path in workflow.configfiles:
+    read_config_yaml(configfile_path)  # repeated keys are errors (YAML keeps the last one silently)
 validate(config, "../schemas/config.schema.json", set_default=False)
 ENGINE = validate_config(config, origin="workflow config")
 CLASSES = available_classes(ENGINE)
