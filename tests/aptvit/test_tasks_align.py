@@ -2,8 +2,9 @@ import math
 
 import pytest
 import torch
+from task_phantoms import degrees, phantom, posed_particles, wedge_filtered
 
-from aptvit.rotation import geodesic_angle_rad, point_group_rotations, random_rotations, rotate_volumes
+from aptvit.rotation import geodesic_angle_rad, point_group_rotations, random_rotations
 from aptvit.tasks.align import (
     align_exhaustive,
     alignment_errors,
@@ -15,33 +16,6 @@ from aptvit.tasks.align import (
 from aptvit.tasks.wedge import MissingWedge
 
 BOX = 16
-
-
-def _phantom(box=BOX):
-    """Five Gaussian blobs of different sizes: no symmetry, smooth enough to resample."""
-    offset = torch.arange(box, dtype=torch.float32) - box // 2
-    z, y, x = torch.meshgrid(offset, offset, offset, indexing="ij")
-    centres = torch.tensor(
-        [[0.0, 0.0, 0.0], [3.5, 0.0, 0.0], [0.0, 2.5, -2.0], [-2.0, -2.5, 2.5], [1.0, 3.5, 3.0]]
-    )
-    widths, heights = [1.8, 1.3, 1.3, 1.1, 1.1], [1.0, 0.8, 0.6, 0.7, 0.5]
-    return sum(
-        h * torch.exp(-((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2) / (2 * w**2))
-        for c, w, h in zip(centres, widths, heights, strict=True)
-    )
-
-
-def _wedge_filtered(volume, wedge):
-    return torch.fft.ifftn(torch.fft.fftn(volume) * wedge.weight(volume.shape)).real
-
-
-def _particles(reference, rotation, shift, wedge):
-    moved = rotate_volumes(reference.expand(len(rotation), 1, *reference.shape), rotation, shift)[:, 0]
-    return torch.stack([_wedge_filtered(volume, wedge) for volume in moved])
-
-
-def _degrees(a, b):
-    return torch.rad2deg(geodesic_angle_rad(a.double(), b.double()))
 
 
 def test_geodesic_and_frobenius_errors_of_known_rotation_pairs_are_exact():
@@ -90,14 +64,14 @@ def test_rotation_grid_covers_so3_within_its_step():
 
 def test_exhaustive_alignment_recovers_rotation_and_shift_of_a_wedge_filtered_particle():
     wedge = MissingWedge(-60.0, 60.0)
-    reference = _phantom()
+    reference = phantom()
     rotation = random_rotations(3, torch.Generator().manual_seed(5))
     shift = torch.tensor([[1.0, -1.5, 2.0], [0.0, 0.0, 0.0], [-2.0, 1.0, 0.5]])
-    particles = _particles(reference, rotation, shift, wedge)
+    particles = posed_particles(reference, rotation, shift, wedge)
     result = align_exhaustive(
         particles, reference, particle_wedge=wedge, global_step_deg=20.0, local_steps_deg=(10, 5, 2)
     )
-    assert _degrees(result.rotation, rotation).max() < 2.0 + 1.0  # the finest step, plus resampling
+    assert degrees(result.rotation, rotation).max() < 2.0 + 1.0  # the finest step, plus resampling
     assert (result.shift_zyx_vox - shift).norm(dim=1).max() < 0.3
     assert result.score.min() > 0.95 and result.seconds_per_particle > 0
 
@@ -106,41 +80,41 @@ def test_ignoring_the_wedge_aligns_the_wedges_instead_of_the_particles():
     # Two subtomograms of one particle: plain correlation prefers rotations that superpose the two
     # wedges (the identity, or 180° about a lab axis), the constrained correlation finds the particle.
     wedge = MissingWedge(-60.0, 60.0)
-    reference_particle = _wedge_filtered(_phantom(), wedge)
+    reference_particle = wedge_filtered(phantom(), wedge)
     rotation = random_rotations(4, torch.Generator().manual_seed(11))
-    particles = _particles(_phantom(), rotation, torch.zeros(4, 3), wedge)
+    particles = posed_particles(phantom(), rotation, torch.zeros(4, 3), wedge)
     search = {"global_step_deg": 20.0, "local_steps_deg": (10, 5), "n_candidates": 2}
     aware = align_exhaustive(
         particles, reference_particle, particle_wedge=wedge, reference_wedge=wedge, **search
     )
     naive = align_exhaustive(particles, reference_particle, **search)
-    assert _degrees(aware.rotation, rotation).median() < 10.0
-    assert _degrees(naive.rotation, rotation).median() > 30.0
+    assert degrees(aware.rotation, rotation).median() < 10.0
+    assert degrees(naive.rotation, rotation).median() > 30.0
     # The naive answers keep the wedge where it was: the k_z axis maps (almost) onto ±k_z.
     assert (naive.rotation[:, 0, 0].abs() > 0.9).float().mean() >= 0.75
 
 
 def test_refinement_from_a_perturbed_start_returns_to_the_true_pose():
     wedge = MissingWedge(-60.0, 60.0)
-    reference = _phantom()
+    reference = phantom()
     rotation = random_rotations(4, torch.Generator().manual_seed(7))
-    particles = _particles(reference, rotation, torch.tensor([[0.5, 0.0, -1.0]] * 4), wedge)
+    particles = posed_particles(reference, rotation, torch.tensor([[0.5, 0.0, -1.0]] * 4), wedge)
     axis = torch.nn.functional.normalize(torch.randn(4, 3, generator=torch.Generator().manual_seed(8)), dim=1)
     angle = math.radians(8.0)
     cross = torch.zeros(4, 3, 3)
     cross[:, 0, 1], cross[:, 0, 2], cross[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
     cross = cross - cross.transpose(1, 2)
     start = torch.linalg.matrix_exp(angle * cross) @ rotation
-    assert _degrees(start, rotation).min() > 7.9
+    assert degrees(start, rotation).min() > 7.9
     result = refine_alignment(particles, reference, start, particle_wedge=wedge, steps_deg=(5.0, 2.0))
-    assert _degrees(result.rotation, rotation).max() < 3.0
+    assert degrees(result.rotation, rotation).max() < 3.0
     score, shift = constrained_correlation(particles, reference, rotation, particle_wedge=wedge)
     assert score.shape == (4, 4) and shift.shape == (4, 4, 3)
     assert torch.allclose(score.diagonal(), torch.ones(4), atol=0.02)
 
 
 def test_bad_inputs_are_rejected_with_the_value():
-    reference = _phantom()
+    reference = phantom()
     with pytest.raises(ValueError, match="particles"):
         align_exhaustive(reference, reference)
     with pytest.raises(ValueError, match="reference"):
