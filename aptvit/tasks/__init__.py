@@ -17,18 +17,48 @@ from aptvit.tasks.average import (
     gold_standard_average,
     reference_free_average,
 )
+from aptvit.tasks.classify import (
+    ClassificationScores,
+    ClusteringScores,
+    cluster_features,
+    few_shot_classify,
+    knn_classify,
+    linear_probe,
+    raw_voxel_pca_features,
+    tomogram_folds,
+)
+from aptvit.tasks.embed import (
+    Embeddings,
+    cached_embed_dataset,
+    embed_dataset,
+    embed_volumes,
+    embedding_cache_path,
+    standardise_subtomograms,
+)
 from aptvit.tasks.fsc import FscCurve, fourier_shell_correlation
 from aptvit.tasks.wedge import MissingWedge, fourier_frequencies_zyx
 
 __all__ = [
     "Alignment",
+    "ClassificationScores",
+    "ClusteringScores",
+    "Embeddings",
     "FscCurve",
     "GoldStandardAverage",
     "MissingWedge",
     "PosePredictor",
     "ReferenceFreeAverage",
     "average_with_poses",
+    "cached_embed_dataset",
+    "cluster_features",
+    "embed_dataset",
+    "embed_volumes",
+    "embedding_cache_path",
+    "few_shot_classify",
     "gold_standard_average",
+    "knn_classify",
+    "linear_probe",
+    "raw_voxel_pca_features",
     "reference_free_average",
     "align_exhaustive",
     "alignment_errors",
@@ -38,4 +68,6 @@ __all__ = [
     "frobenius_rotation_error",
     "refine_alignment",
     "rotation_grid",
+    "standardise_subtomograms",
+    "tomogram_folds",
 ]
