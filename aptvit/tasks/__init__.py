@@ -36,6 +36,7 @@ from aptvit.tasks.embed import (
     standardise_subtomograms,
 )
 from aptvit.tasks.fsc import FscCurve, fourier_shell_correlation
+from aptvit.tasks.report import Report, write_report
 from aptvit.tasks.wedge import MissingWedge, fourier_frequencies_zyx
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "MissingWedge",
     "PosePredictor",
     "ReferenceFreeAverage",
+    "Report",
     "average_with_poses",
     "cached_embed_dataset",
     "cluster_features",
@@ -70,4 +72,5 @@ __all__ = [
     "rotation_grid",
     "standardise_subtomograms",
     "tomogram_folds",
+    "write_report",
 ]
