@@ -14,7 +14,13 @@ from aptvit.models.apt import (
 )
 from aptvit.models.patch_embed import PatchEmbed3d, patchify_volume
 from aptvit.models.position import ConvPositionEncoding3d
-from aptvit.models.registry import build_phase_scorer, create_encoder, list_encoders, register_encoder
+from aptvit.models.registry import (
+    build_encoder,
+    build_phase_scorer,
+    create_encoder,
+    list_encoders,
+    register_encoder,
+)
 from aptvit.models.steerable import SteerableConv3d, SteerableScorer
 from aptvit.models.vit import APTViT, Attention, Block, DropPath, Mlp
 
@@ -32,6 +38,7 @@ __all__ = [
     "PhaseSelection",
     "SteerableConv3d",
     "SteerableScorer",
+    "build_encoder",
     "build_phase_scorer",
     "create_encoder",
     "list_encoders",

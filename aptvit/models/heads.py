@@ -33,10 +33,20 @@ class MLPHead(nn.Sequential):
         Input width, width of the hidden layers, output width.
     last_bn : bool
         Normalise the output with a parameter-free batch norm.
+    norm_layer : callable
+        The normalisation, called with the width (and ``affine=False`` or ``elementwise_affine=False`` for
+        the last one): ``nn.BatchNorm1d`` as moco-v3, or ``nn.LayerNorm`` where batch statistics cannot be
+        synchronised across ranks.
     """
 
     def __init__(
-        self, num_layers: int, input_dim: int, hidden_dim: int, output_dim: int, last_bn: bool = True
+        self,
+        num_layers: int,
+        input_dim: int,
+        hidden_dim: int,
+        output_dim: int,
+        last_bn: bool = True,
+        norm_layer: type[nn.BatchNorm1d] | type[nn.LayerNorm] = nn.BatchNorm1d,
     ) -> None:
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
@@ -49,9 +59,12 @@ class MLPHead(nn.Sequential):
             width_out = output_dim if last else hidden_dim
             layers.append(nn.Linear(width_in, width_out, bias=False))
             if not last:
-                layers += [nn.BatchNorm1d(width_out), nn.ReLU(inplace=True)]
+                layers += [norm_layer(width_out), nn.ReLU(inplace=True)]
             elif last_bn:
-                layers.append(nn.BatchNorm1d(width_out, affine=False))
+                parameter_free = (
+                    {"elementwise_affine": False} if norm_layer is nn.LayerNorm else {"affine": False}
+                )
+                layers.append(norm_layer(width_out, **parameter_free))
         super().__init__(*layers)
 
 

@@ -143,3 +143,50 @@ def aptvit_small_p8(**overrides: Any) -> APTViT:
 def aptvit_base_p8(**overrides: Any) -> APTViT:
     """ViT-B width, 8³ patches (64 tokens for a 32³ box)."""
     return _build(**{"patch_size": 8, **_BASE, **overrides})
+
+
+def build_encoder(
+    name: str = "aptvit_nano_p8",
+    phase_selector: PhaseSelector = "steerable",
+    embed_dim: int | None = None,
+    depth: int | None = None,
+    num_heads: int | None = None,
+    gumbel_temperature: float | None = None,
+    drop_path_rate: float | None = None,
+    scorer_kwargs: dict[str, Any] | None = None,
+) -> APTViT:
+    """Build a registered encoder from typed arguments, and record how (for checkpoints and configs).
+
+    The trainer's YAML names this function as the encoder's ``class_path``; its arguments are the knobs a
+    run may turn. The returned encoder's ``variant`` attribute holds ``{"name": ..., "overrides": {...}}``,
+    from which :func:`aptvit.checkpoint.load_encoder` rebuilds it.
+
+    Parameters
+    ----------
+    name
+        A name from ``list_encoders()``.
+    phase_selector
+        ``"steerable"`` (APT-ViT), ``"norm"`` (adaptive polyphase sampling) or ``"fixed"`` (plain ViT).
+    embed_dim, depth, num_heads, gumbel_temperature, drop_path_rate
+        Overrides of the variant's ``APTViT`` arguments; None keeps the variant's value.
+    scorer_kwargs
+        Overrides of the steerable scorer's arguments.
+
+    Returns
+    -------
+    APTViT
+        The encoder, freshly initialised.
+    """
+    given = {
+        "phase_selector": phase_selector,
+        "embed_dim": embed_dim,
+        "depth": depth,
+        "num_heads": num_heads,
+        "gumbel_temperature": gumbel_temperature,
+        "drop_path_rate": drop_path_rate,
+        "scorer_kwargs": scorer_kwargs,
+    }
+    overrides = {key: value for key, value in given.items() if value is not None}
+    encoder = create_encoder(name, **overrides)
+    encoder.variant = {"name": name, "overrides": overrides}
+    return encoder

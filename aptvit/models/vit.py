@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -205,7 +205,14 @@ class APTViT(nn.Module):
         Normalisation, called with ``embed_dim``.
     block_fn : type of nn.Module
         Transformer block, constructed like ``Block``.
+
+    Attributes
+    ----------
+    variant : dict or None
+        ``{"name", "overrides"}`` when built by name (``build_encoder``), so a checkpoint can rebuild it.
     """
+
+    variant: dict[str, Any] | None = None
 
     def __init__(
         self,

@@ -36,6 +36,7 @@ __all__ = [
     "ClusteringScores",
     "cluster_features",
     "few_shot_classify",
+    "knn_accuracy",
     "knn_classify",
     "linear_probe",
     "raw_voxel_pca_features",
@@ -186,11 +187,48 @@ def knn_classify(
         features,
         labels,
         tomograms,
-        lambda: KNeighborsClassifier(n_neighbors=k, metric="cosine"),
+        lambda: _cosine_knn(k),
         n_splits,
         seed,
         standardise=False,
     )
+
+
+def knn_accuracy(
+    bank_features: np.ndarray,
+    bank_labels: np.ndarray,
+    query_features: np.ndarray,
+    query_labels: np.ndarray,
+    k: int = 20,
+) -> float:
+    """Accuracy of the cosine kNN vote of ``query_features`` among labelled ``bank_features``.
+
+    The online monitor of pre-training: the bank is part of the training split, the queries the validation
+    split (other tomograms), so no tomogram lends a query its own neighbours.
+
+    Parameters
+    ----------
+    bank_features, query_features
+        `(N_bank, C)` and `(N_query, C)` features (N ≥ 2 each).
+    bank_labels, query_labels
+        `(N_bank,)` and `(N_query,)` integer labels.
+    k
+        Neighbours (≥ 1; capped at the bank size).
+
+    Returns
+    -------
+    float
+        Fraction of queries whose vote is their label.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    bank_features, query_features = _check_features(bank_features), _check_features(query_features)
+    classifier = _cosine_knn(min(k, len(bank_features))).fit(bank_features, bank_labels)
+    return float(accuracy_score(query_labels, classifier.predict(query_features)))
+
+
+def _cosine_knn(k: int) -> KNeighborsClassifier:
+    return KNeighborsClassifier(n_neighbors=k, metric="cosine")
 
 
 def few_shot_classify(
