@@ -93,6 +93,9 @@ class SubtomogramDataModule(LightningDataModule):
         1,024 items of 32³.
     val_snr
         Query SNR of validation (a stored level in format 1); None: the middle stored level.
+    knn_bank_items
+        Training-split items (spread evenly over its shards) that the validation kNN monitor uses as its
+        labelled bank; 0: no bank, ``val_dataloader`` gives the validation split alone.
     seed
         Seed of the split, the shard order (with the epoch) and every per-item draw.
     """
@@ -112,6 +115,7 @@ class SubtomogramDataModule(LightningDataModule):
         max_shift_vox: float = 3.0,
         shuffle_buffer: int = 1024,
         val_snr: float | None = None,
+        knn_bank_items: int = 2048,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -158,11 +162,17 @@ class SubtomogramDataModule(LightningDataModule):
         self.max_shift_vox = float(max_shift_vox)
         self.shuffle_buffer = shuffle_buffer
         self.val_snr = val_snr
+        if isinstance(knn_bank_items, bool) or not isinstance(knn_bank_items, int) or knn_bank_items < 0:
+            raise ValueError(f"knn_bank_items must be a non-negative integer, got {knn_bank_items!r}")
+        self.knn_bank_items = knn_bank_items
         self.seed = int(seed)
+        self.box: int | None = None
+        self.voxel_size_A: float | None = None
         self.classes: tuple[str, ...] = ()
         self.split: dict[TomogramKey, str] = {}
         self.train_stream: SubtomogramStream | None = None
         self.val_stream: SubtomogramStream | None = None
+        self.bank_stream: SubtomogramStream | None = None
         self._epoch = 0
 
     def setup(self, stage: str | None = None) -> None:
@@ -236,6 +246,17 @@ class SubtomogramDataModule(LightningDataModule):
         self.val_stream = SubtomogramStream(
             plan=val_plan, samplers=val_samplers, class_rows=class_rows["val"], shuffle_buffer=0, **common
         )
+        if self.knn_bank_items and val_plan.num_items:
+            stride = max(1, math.ceil(train_plan.num_items / self.knn_bank_items))
+            bank = [ShardPiece(p.dataset, p.class_id, p.rows[::stride]) for p in pieces["train"]]
+            self.bank_stream = SubtomogramStream(
+                plan=ShardPlan(bank, self.batch_size, self.seed, shuffle=False, drop_last=False),
+                samplers=val_samplers,
+                class_rows=class_rows["train"],
+                shuffle_buffer=0,
+                **common,
+            )
+        self.box, self.voxel_size_A = datasets[0].box, datasets[0].voxel_size_A
         log.info(
             "pre-training data: %d training and %d validation items of %d classes from %s",
             train_plan.num_items,
@@ -252,9 +273,27 @@ class SubtomogramDataModule(LightningDataModule):
         """Loader of the training stream (batches already formed; workers restart every epoch)."""
         return self._loader(self._require(self.train_stream))
 
-    def val_dataloader(self) -> DataLoader:
-        """Loader of the validation stream: stored order, ``val_snr``, draws fixed across epochs."""
-        return self._loader(self._require(self.val_stream))
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """Loaders of validation: the kNN bank (training split) then the validation split.
+
+        Both in stored order at ``val_snr`` with draws fixed across epochs; the validation split alone when
+        there is no bank (``knn_bank_items: 0`` or an empty validation split).
+        """
+        val = self._loader(self._require(self.val_stream))
+        return val if self.bank_stream is None else [self._loader(self.bank_stream), val]
+
+    def dataset_record(self) -> dict[str, Any]:
+        """Return what a checkpoint records of the data (DESIGN §8): box, voxel size, labels, sources."""
+        if self.box is None:
+            raise RuntimeError("call setup() before asking for the dataset record")
+        return {
+            "box": self.box,
+            "voxel_size_A": self.voxel_size_A,
+            "class_ids": list(self.classes),
+            "datasets": list(self.paths),
+            "include_classes": self.include_classes,
+            "exclude_classes": list(self.exclude_classes),
+        }
 
     def on_after_batch_transfer(
         self, batch: dict[str, torch.Tensor], dataloader_idx: int

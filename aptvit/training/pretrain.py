@@ -146,6 +146,7 @@ class PretrainModule(L.LightningModule):
         self.pose_head = PoseHead(width, pose_hidden_dim) if pose_weight > 0 else None
         self._groups = {cid: point_group_rotations(symbol) for cid, symbol in (symmetry or {}).items()}
         self._validation: list[dict[str, Tensor]] = []
+        self._bank: list[dict[str, Tensor]] = []
         self.dataset_record: dict[str, Any] = {}
         if compile:
             self.moco.encoder.compile()
@@ -288,49 +289,48 @@ class PretrainModule(L.LightningModule):
     # ------------------------------------------------------------------ validation: the kNN monitor
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Embed the validation views with the frozen base encoder (hard phase pick) for the kNN monitor."""
+        """Embed validation views with the base encoder (hard phase pick); pose error on the validation split.
+
+        With two validation loaders (the data module's kNN bank, then the validation split) the first
+        fills the bank of the kNN monitor.
+        """
         tokens = self.encoder.forward_features(batch["query"], phase_mode="argmax")
-        record = {
-            "embedding": self.encoder.forward_head(tokens).float(),
-            "label": batch["label"],
-            "tomogram": batch["tomogram"],
-            "bank": torch.full_like(batch["label"], int(dataloader_idx == 0 and self._has_bank())),
-        }
+        record = {"embedding": self.encoder.forward_head(tokens).float(), "label": batch["label"]}
+        if dataloader_idx == 0 and self._has_bank():
+            self._bank.append(record)
+            return
         if self.pose_head is not None:
             source = self.encoder.forward_features(batch["pose_source"], phase_mode="argmax")
             target = self.encoder.forward_features(batch["pose_target"], phase_mode="argmax")
             prediction = self.pose_head(source, target)
-            record["pose_error_deg"] = torch.rad2deg(
-                geodesic_angle_rad(prediction.rotation, batch["pose_rotation"].to(prediction.rotation))
-            )
+            error = geodesic_angle_rad(prediction.rotation, batch["pose_rotation"].to(prediction.rotation))
+            record["pose_error_deg"] = torch.rad2deg(error)
         self._validation.append(record)
 
     def on_validation_epoch_end(self) -> None:
-        """Log the kNN accuracy of the validation split against the bank, and the pose error."""
-        if not self._validation:
-            return
-        local = {key: torch.cat([r[key] for r in self._validation]) for key in self._validation[0]}
-        self._validation.clear()
-        gathered = {
-            key: self.all_gather(value).flatten(0, 1) if self.trainer.world_size > 1 else value
-            for key, value in local.items()
-        }
-        arrays = {key: value.cpu().numpy() for key, value in gathered.items()}
-        bank = arrays["bank"].astype(bool)
-        accuracy = knn_accuracy(
-            arrays["embedding"][bank],
-            arrays["label"][bank],
-            arrays["embedding"][~bank],
-            arrays["label"][~bank],
-            k=self.hparams.knn_k,
-        )
-        self.log("val/knn_accuracy", float(accuracy), prog_bar=True, rank_zero_only=True, sync_dist=False)
-        if "pose_error_deg" in arrays:
-            self.log(
-                "val/pose_median_error_deg",
-                float(np.median(arrays["pose_error_deg"][~bank])),
-                rank_zero_only=True,
+        """Log the kNN accuracy of the validation split against the bank, and the median pose error."""
+        validation, bank = self._collected(self._validation), self._collected(self._bank)
+        self._validation, self._bank = [], []
+        if validation and bank:
+            accuracy = knn_accuracy(
+                bank["embedding"],
+                bank["label"],
+                validation["embedding"],
+                validation["label"],
+                k=self.hparams.knn_k,
             )
+            self.log("val/knn_accuracy", accuracy, prog_bar=True)
+        if validation and "pose_error_deg" in validation:
+            self.log("val/pose_median_error_deg", float(np.median(validation["pose_error_deg"])))
+
+    def _collected(self, records: list[dict[str, Tensor]]) -> dict[str, np.ndarray]:
+        """Concatenate one loader's records over its batches and (DDP) over the ranks."""
+        if not records:
+            return {}
+        local = {key: torch.cat([record[key] for record in records]) for key in records[0]}
+        if self.trainer.world_size > 1:  # every rank holds the same number of items (aptvit.data.stream)
+            local = {key: self.all_gather(value).flatten(0, 1) for key, value in local.items()}
+        return {key: value.cpu().numpy() for key, value in local.items()}
 
     def _has_bank(self) -> bool:
         loaders = self.trainer.val_dataloaders
