@@ -144,7 +144,6 @@ def _correlation_at_offsets(grad: Tensor, volume: Tensor, patch_size: int) -> Te
     cross = torch.fft.rfftn(grad.to(fft_dtype), dim=dims).conj() * torch.fft.rfftn(
         volume.to(fft_dtype), dim=dims
     )
-    cross = cross.sum(dim=1)  # (B, D, H, W // 2 + 1)
     depth, height, width = volume.shape[2:]
     lags = torch.arange(patch_size, device=volume.device, dtype=fft_dtype)
 
@@ -155,10 +154,11 @@ def _correlation_at_offsets(grad: Tensor, volume: Tensor, patch_size: int) -> Te
     # A real signal's half spectrum: every fx but 0 and the Nyquist one stands for itself and -fx.
     fx = torch.arange(width // 2 + 1, device=volume.device)
     multiplicity = torch.where((fx == 0) | (2 * fx == width), 1.0, 2.0).to(fft_dtype)
-    along_x = cross @ (inverse_dft(width, width // 2 + 1) * multiplicity[:, None])  # (B, D, H, p)
-    along_y = inverse_dft(height, height).T @ along_x  # (B, D, p, p)
-    along_z = (inverse_dft(depth, depth).T @ along_y.flatten(2)).real  # (B, p, p²)
-    return along_z.reshape(volume.shape[0], -1) / (depth * height * width)
+    along_x = cross @ (inverse_dft(width, width // 2 + 1) * multiplicity[:, None])  # (B, C, D, H, p)
+    along_y = inverse_dft(height, height).T @ along_x  # (B, C, D, p, p)
+    along_z = (inverse_dft(depth, depth).T @ along_y.flatten(0, 1).flatten(2)).real  # (B C, p, p²)
+    batch, channels = volume.shape[:2]
+    return along_z.reshape(batch, channels, -1).sum(dim=1) / (depth * height * width)
 
 
 class _StraightThroughRoll(torch.autograd.Function):

@@ -193,8 +193,8 @@ def component_power_spectra(volume: Tensor, patch_size: int) -> tuple[Tensor, Te
     Returns
     -------
     (Tensor, Tensor)
-        `(B, C, p³, F)` power, components in component order and ``F = DHW / p³`` coefficients in
-        ``(z, y, x)`` raster order; `(F, 3)` float64 ``(|fz|, |fy|, |fx|)`` of each coefficient.
+        `(B, C, F, p³)` power, ``F = DHW / p³`` coefficients in ``(z, y, x)`` raster order and components
+        in component order; `(F, 3)` float64 ``(|fz|, |fy|, |fx|)`` of each coefficient.
     """
     p = patch_size
     batch, channels, depth, height, width = volume.shape
@@ -203,7 +203,8 @@ def component_power_spectra(volume: Tensor, patch_size: int) -> tuple[Tensor, Te
     along_y = matrices[1][0] @ along_x.reshape(-1, height, width)
     along_z = matrices[0][0] @ along_y.reshape(batch * channels, depth, height * width)
     blocks = along_z.square().reshape(batch, channels, depth // p, p, height // p, p, width // p, p)
-    power = blocks.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(batch, channels, p**3, -1)
+    # Coefficient-major, component-minor: the cheap permutation (runs of p contiguous values).
+    power = blocks.permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(batch, channels, -1, p**3)
     magnitudes = torch.meshgrid(*(magnitude for _, magnitude in matrices), indexing="ij")
     return power, torch.stack(magnitudes, dim=-1).reshape(-1, 3)
 
@@ -323,9 +324,15 @@ class SteerableScorer(nn.Module):
             raise ValueError(f"spatial sizes {tuple(volume.shape[2:])} must be divisible by {patch_size}")
         depth, height, width = (size // patch_size for size in volume.shape[2:])
         component_shape = (depth, height, width)
-        power, _ = component_power_spectra(volume, patch_size)  # (B, C, p³, F)
+        power, _ = component_power_spectra(volume, patch_size)  # (B, C, F, p³)
         weights = self.spectral_weights(component_shape) / math.prod(component_shape)  # (energies, F)
-        energies = power @ weights.T  # mean squared irrep norm over each component, (B, C, p³, energies)
+        batch, channels, _, num_phases = power.shape
+        # Mean squared irrep norm over each component, (B C, p³, energies); bmm reads the transposed power
+        # and the broadcast weights in place (a broadcasting matmul would copy them).
+        energies = torch.bmm(
+            power.flatten(0, 1).transpose(1, 2), weights.T.expand(batch * channels, *weights.T.shape)
+        )
         # The floor keeps the gradient finite on an all-zero input.
         amplitudes = (energies + torch.finfo(energies.dtype).tiny).sqrt()
-        return self.mlp(amplitudes.transpose(1, 2).flatten(2)).squeeze(-1)
+        features = amplitudes.reshape(batch, channels, num_phases, -1).transpose(1, 2).flatten(2)
+        return self.mlp(features).squeeze(-1)

@@ -158,8 +158,8 @@ def test_component_power_spectra_sum_like_the_full_spectra(shape, patch_size):
     folded = torch.minimum(grid, sizes.long() - grid).double()
     full_weight = (folded / sizes).square().sum(dim=-1).sqrt()
     expected = (spectrum * full_weight).sum(dim=(3, 4, 5)).transpose(1, 2)  # (B, C, p³)
-    torch.testing.assert_close(power @ weight, expected)
-    torch.testing.assert_close(power.sum(dim=3), components.square().sum(dim=(3, 4, 5)).transpose(1, 2))
+    torch.testing.assert_close(weight @ power, expected)
+    torch.testing.assert_close(power.sum(dim=2), components.square().sum(dim=(3, 4, 5)).transpose(1, 2))
 
 
 @pytest.mark.parametrize("shape", [(4, 4, 4), (3, 5, 6), (8, 8, 8), (2, 4, 12)])
@@ -169,11 +169,13 @@ def test_scorer_energies_are_the_steerable_convolution_energies(shape):
     scorer = SteerableScorer(in_chans=2, irreps_hidden="2x0e + 1x1o + 2x2e", kernel_size=3).double()
     field = torch.randn(3, 2, *shape, dtype=torch.float64)
     power, _ = component_power_spectra(field, 1)
-    energies = power @ scorer.spectral_weights(shape).T / math.prod(shape)  # (N, C, 1, irreps)
+    energies = scorer.spectral_weights(shape) @ power / math.prod(shape)  # (N, C, irreps, 1)
     convolved = scorer.conv(field.flatten(0, 1)[:, None]).square()  # each input channel on its own
     summed = convolved.new_zeros(6, scorer.num_energies, *shape).index_add_(1, scorer.irrep_index, convolved)
     # e3nn's float32 constants make the kernel equivariant, hence W constant on each orbit, to ~1e-7.
-    torch.testing.assert_close(energies.flatten(0, 1)[:, 0], summed.mean(dim=(2, 3, 4)), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(
+        energies.flatten(0, 1)[..., 0], summed.mean(dim=(2, 3, 4)), rtol=1e-6, atol=1e-9
+    )
 
 
 def test_every_scorer_parameter_gets_a_gradient():
