@@ -18,6 +18,7 @@ import math
 from typing import Any, Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
@@ -113,6 +114,53 @@ def roll_volume_zyx(volume: Tensor, shifts_zyx: Tensor) -> Tensor:
     return rolled.movedim(-1, 1)
 
 
+def _roll_within(volume: Tensor, shifts_zyx: Tensor, low: int, high: int) -> Tensor:
+    """``roll_volume_zyx`` for shifts known to lie in ``[low, high]`` (``low <= 0 <= high``), much faster.
+
+    One circular pad by ``high`` before and ``-low`` after, then one gather of each sample's window; no
+    per-voxel index arithmetic.
+    """
+    padded = F.pad(volume, (high, -low) * 3, mode="circular")
+    windows = padded.unfold(2, volume.shape[2], 1).unfold(3, volume.shape[3], 1).unfold(4, volume.shape[4], 1)
+    starts = high - shifts_zyx  # (B, 3) in [0, high - low]; out[i] = padded[i + start] = volume[i - shift]
+    batch_index = torch.arange(volume.shape[0], device=volume.device)
+    # The advanced indices around the channel slice put the batch first: (B, C, D, H, W).
+    return windows[batch_index, :, starts[:, 0], starts[:, 1], starts[:, 2]]
+
+
+def _correlation_at_offsets(grad: Tensor, volume: Tensor, patch_size: int) -> Tensor:
+    """``sum_i grad[b, :, i] * volume[b, :, i + k]`` (circular) for every offset ``k`` in ``[0, p)³``.
+
+    The cross-spectrum ``conj(FFT(grad)) FFT(volume)`` is transformed back at the ``p³`` wanted lags only,
+    one axis at a time (three small matrix products instead of a full inverse FFT).
+
+    Returns
+    -------
+    Tensor
+        `(B, p³)` in component order ``k = kz * p² + ky * p + kx``.
+    """
+    dims = (2, 3, 4)
+    fft_dtype = torch.promote_types(volume.dtype, torch.float32)  # FFTs need float32 or float64
+    cross = torch.fft.rfftn(grad.to(fft_dtype), dim=dims).conj() * torch.fft.rfftn(
+        volume.to(fft_dtype), dim=dims
+    )
+    depth, height, width = volume.shape[2:]
+    lags = torch.arange(patch_size, device=volume.device, dtype=fft_dtype)
+
+    def inverse_dft(size: int, num_frequencies: int) -> Tensor:
+        frequencies = torch.arange(num_frequencies, device=volume.device, dtype=fft_dtype)
+        return torch.exp(2j * math.pi * frequencies[:, None] * lags[None] / size)  # (frequency, lag)
+
+    # A real signal's half spectrum: every fx but 0 and the Nyquist one stands for itself and -fx.
+    fx = torch.arange(width // 2 + 1, device=volume.device)
+    multiplicity = torch.where((fx == 0) | (2 * fx == width), 1.0, 2.0).to(fft_dtype)
+    along_x = cross @ (inverse_dft(width, width // 2 + 1) * multiplicity[:, None])  # (B, C, D, H, p)
+    along_y = inverse_dft(height, height).T @ along_x  # (B, C, D, p, p)
+    along_z = (inverse_dft(depth, depth).T @ along_y.flatten(0, 1).flatten(2)).real  # (B C, p, p²)
+    batch, channels = volume.shape[:2]
+    return along_z.reshape(batch, channels, -1).sum(dim=1) / (depth * height * width)
+
+
 class _StraightThroughRoll(torch.autograd.Function):
     """Roll each volume to its selected phase, with the straight-through gradient of the soft selection.
 
@@ -129,20 +177,15 @@ class _StraightThroughRoll(torch.autograd.Function):
         ctx.save_for_backward(volume, offsets_zyx)
         ctx.patch_size = patch_size
         ctx.weights_dtype = weights.dtype
-        return roll_volume_zyx(volume, -offsets_zyx)
+        return _roll_within(volume, -offsets_zyx, 1 - patch_size, 0)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_rolled: Tensor) -> tuple[Tensor | None, Tensor, None, None]:  # type: ignore[override]
         volume, offsets_zyx = ctx.saved_tensors
         p = ctx.patch_size
-        grad_volume = roll_volume_zyx(grad_rolled, offsets_zyx) if ctx.needs_input_grad[0] else None
-        dims = (2, 3, 4)
-        fft_dtype = torch.promote_types(volume.dtype, torch.float32)  # FFTs need float32 or float64
-        grad_spectrum = torch.fft.rfftn(grad_rolled.to(fft_dtype), dim=dims)
-        cross_spectrum = grad_spectrum.conj() * torch.fft.rfftn(volume.to(fft_dtype), dim=dims)
-        correlation = torch.fft.irfftn(cross_spectrum, s=volume.shape[2:], dim=dims)  # (B, C, D, H, W)
-        grad_weights = correlation[:, :, :p, :p, :p].sum(dim=1).reshape(volume.shape[0], p**3)
+        grad_volume = _roll_within(grad_rolled, offsets_zyx, 0, p - 1) if ctx.needs_input_grad[0] else None
+        grad_weights = _correlation_at_offsets(grad_rolled, volume, p)
         return grad_volume, grad_weights.to(ctx.weights_dtype), None, None
 
 
@@ -172,20 +215,26 @@ class NormScorer(nn.Module):
     learned steerable scorer: shift- and rotation-invariant by construction.
     """
 
-    def forward(self, components: Tensor) -> Tensor:
-        """Score a batch of components.
+    def forward(self, volume: Tensor, patch_size: int) -> Tensor:
+        """Score every phase of each volume.
 
         Parameters
         ----------
-        components : Tensor
-            `(N, C, d, h, w)`.
+        volume : Tensor
+            `(B, C, D, H, W)`, every spatial size divisible by ``patch_size``.
+        patch_size : int
+            Patch size ``p``.
 
         Returns
         -------
         Tensor
-            `(N,)` L2 norm of each component.
+            `(B, p³)` L2 norm of each polyphase component, in component order.
         """
-        return components.flatten(1).norm(dim=1)
+        _check_volume(volume, patch_size)
+        p = patch_size
+        batch, channels, depth, height, width = volume.shape
+        blocks = volume.reshape(batch, channels, depth // p, p, height // p, p, width // p, p)
+        return torch.linalg.vector_norm(blocks, dim=(1, 2, 4, 6)).reshape(batch, p**3)
 
 
 PhaseMode = Literal["argmax", "gumbel"]
@@ -213,8 +262,10 @@ class AdaptivePhaseSampler(nn.Module):
     patch_size : int
         Patch size ``p`` in voxels; there are ``p³`` phases.
     scorer : nn.Module or None
-        Maps components `(N, C, d, h, w)` to scores `(N,)`; must be invariant to circular shifts of each
-        component. None gives the fixed grid (offset 0 always, the plain-ViT baseline).
+        Maps ``(volume (B, C, D, H, W), patch_size)`` to raw scores `(B, p³)` of the polyphase components
+        in component order; phase ``k``'s score must depend on component ``k`` alone and be invariant to its
+        circular shifts (``NormScorer``, ``SteerableScorer``). None gives the fixed grid (offset 0 always,
+        the plain-ViT baseline).
     temperature : float
         Gumbel-softmax temperature (> 0) of the ``"gumbel"`` mode.
     """
@@ -250,9 +301,8 @@ class AdaptivePhaseSampler(nn.Module):
         if self.scorer is None or self.log_score_scale is None:
             raise ValueError("the fixed-grid sampler has no scorer")
         dtype = torch.promote_types(self.log_score_scale.dtype, torch.float32)
-        components = polyphase_components(volume, self.patch_size)
         with torch.autocast(device_type=volume.device.type, enabled=False):
-            raw = self.scorer(components.flatten(0, 1).to(dtype)).reshape(volume.shape[0], -1)
+            raw = self.scorer(volume.to(dtype), self.patch_size)
             variance, mean = torch.var_mean(raw, dim=1, correction=0, keepdim=True)
             # Differences below the round-off of the raw scores are noise; the floor also keeps the value and
             # the gradient finite when all phases tie (a constant input).
@@ -286,7 +336,7 @@ class AdaptivePhaseSampler(nn.Module):
         scores = self.score_phases(volume)
         if mode == "argmax":
             offsets = self.offsets_zyx[scores.argmax(dim=1)]
-            return PhaseSelection(roll_volume_zyx(volume, -offsets), offsets, scores)
+            return PhaseSelection(_roll_within(volume, -offsets, 1 - self.patch_size, 0), offsets, scores)
         gumbel = -torch.empty_like(scores).exponential_().log()
         perturbed = scores / self.temperature + gumbel
         offsets = self.offsets_zyx[perturbed.argmax(dim=1)]

@@ -37,7 +37,7 @@ def build_phase_scorer(
     in_chans : int
         Input channels.
     scorer_kwargs : dict, optional
-        Further ``SteerableScorer`` arguments (e.g. ``irreps_hidden``, ``num_layers``); steerable only.
+        Further ``SteerableScorer`` arguments (e.g. ``irreps_hidden``, ``hidden_dim``); steerable only.
 
     Returns
     -------

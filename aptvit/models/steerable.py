@@ -1,19 +1,20 @@
 """SO(3)-steerable voxel convolutions (e3nn) and the rotation-invariant phase scorer built from them.
 
 The only module that imports e3nn. Kernels are radial basis x spherical harmonics sampled on a centred,
-odd-sized grid, so the 24 rotations of the voxel grid act on them exactly; padding is circular, so every
-layer commutes with circular shifts, and the scorer ends in norms and global pooling (invariant to both).
+odd-sized grid, so the 24 rotations of the voxel grid act on them exactly; padding is circular, so the
+convolution commutes with circular shifts. The scorer pools the energy of each output irrep over the whole
+(circular) component, which it computes in Fourier space (Parseval): invariant to both, and cheap.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from e3nn import o3
-from e3nn.math import normalize2mom, soft_one_hot_linspace
+from e3nn.math import soft_one_hot_linspace
 from torch import Tensor, nn
 
 
@@ -24,6 +25,9 @@ class SteerableConv3d(nn.Module):
     radial basis functions times a tensor product with the spherical harmonics of the offset direction.
     Lattice offsets are in voxels with components ordered like the array axes ``(z, y, x)``; the centre
     tap (zero offset, where every radial basis function vanishes) is an equivariant linear self-connection.
+    The kernel is linear in the parameters, so e3nn evaluates it once, at construction, on every unit
+    parameter vector; ``kernel()`` is then one contraction (fast, and the module deep-copies and pickles
+    like any other).
 
     Parameters
     ----------
@@ -39,8 +43,8 @@ class SteerableConv3d(nn.Module):
         Number of smooth radial basis functions spanning the kernel cube.
     """
 
-    radial: Tensor
-    harmonics: Tensor
+    tap_basis: Tensor
+    self_basis: Tensor
 
     def __init__(
         self,
@@ -65,22 +69,35 @@ class SteerableConv3d(nn.Module):
         radius = kernel_size / 2 * math.sqrt(3)
         radial = soft_one_hot_linspace(
             lattice_zyx.norm(dim=-1), 0.0, radius, num_radial_basis, basis="smooth_finite", cutoff=True
-        )
+        )  # (k, k, k, num_radial_basis)
         harmonics = o3.spherical_harmonics(
             o3.Irreps.spherical_harmonics(lmax), lattice_zyx, normalize=True, normalization="component"
-        )
-        self.register_buffer("radial", radial.float(), persistent=False)  # (k, k, k, num_radial_basis)
-        self.register_buffer("harmonics", harmonics.float(), persistent=False)  # (k, k, k, (lmax + 1)²)
-        self.tensor_product = o3.FullyConnectedTensorProduct(
+        )  # (k, k, k, (lmax + 1)²)
+        tensor_product = o3.FullyConnectedTensorProduct(
             self.irreps_in,
             o3.Irreps.spherical_harmonics(lmax),
             self.irreps_out,
             shared_weights=False,
-            compile_left_right=True,
+            compile_left_right=False,
             compile_right=True,
-        )
-        self.radial_weight = nn.Parameter(torch.randn(num_radial_basis, self.tensor_product.weight_numel))
-        self.self_connection = o3.Linear(self.irreps_in, self.irreps_out)
+        ).double()
+        num_weights = tensor_product.weight_numel
+        unit_weights = torch.eye(num_weights, dtype=torch.float64)[:, None, None, None, :]
+        per_weight = tensor_product.right(harmonics, unit_weights.expand(-1, *harmonics.shape[:3], -1))
+        # tap_basis[b, w]: the kernel of radial basis b and tensor-product weight w, (b, w, k, k, k, in, out).
+        tap_basis = radial.movedim(-1, 0)[:, None, ..., None, None] * per_weight[None] / kernel_size**3
+        linear = o3.Linear(self.irreps_in, self.irreps_out).double()
+        identity = torch.eye(self.irreps_in.dim, dtype=torch.float64)
+        self_basis = []
+        with torch.no_grad():
+            for unit in torch.eye(linear.weight.numel(), dtype=torch.float64):
+                linear.weight.copy_(unit)
+                self_basis.append(linear(identity))
+        # float64 so that a double module is equivariant to float64 round-off; kernel() casts.
+        self.register_buffer("tap_basis", tap_basis, persistent=False)
+        self.register_buffer("self_basis", torch.stack(self_basis), persistent=False)  # (l, in, out)
+        self.radial_weight = nn.Parameter(torch.randn(num_radial_basis, num_weights))
+        self.self_weight = nn.Parameter(torch.randn(len(self_basis)))
 
     def kernel(self) -> Tensor:
         """Assemble the dense convolution kernel.
@@ -88,15 +105,14 @@ class SteerableConv3d(nn.Module):
         Returns
         -------
         Tensor
-            `(irreps_out.dim, irreps_in.dim, k, k, k)`.
+            `(irreps_out.dim, irreps_in.dim, k, k, k)`, in the parameters' dtype.
         """
-        weight = self.radial @ self.radial_weight / self.kernel_size**3
-        kernel = self.tensor_product.right(self.harmonics, weight)  # (k, k, k, in, out)
+        dtype = self.radial_weight.dtype
+        kernel = torch.einsum("bw,bwzyxio->oizyx", self.radial_weight, self.tap_basis.to(dtype))
         # Every radial basis function vanishes at the centre tap; the self-connection fills it.
-        identity = torch.eye(self.irreps_in.dim, device=kernel.device, dtype=kernel.dtype)
         half = self.kernel_size // 2
-        centre = F.pad(self.self_connection(identity)[None, None, None], (0, 0, 0, 0) + (half, half) * 3)
-        return torch.einsum("zyxio->oizyx", kernel + centre)
+        centre = torch.einsum("l,lio->oi", self.self_weight, self.self_basis.to(dtype))
+        return kernel + F.pad(centre[..., None, None, None], (half, half) * 3)
 
     def forward(self, field: Tensor) -> Tensor:
         """Convolve a steerable field, wrapping around the borders.
@@ -119,158 +135,204 @@ class SteerableConv3d(nn.Module):
         return f"{self.irreps_in} -> {self.irreps_out}, kernel_size={self.kernel_size}"
 
 
-class GatedActivation(nn.Module):
-    """Gate nonlinearity on channel-first fields, as e3nn's ``Gate`` (Weiler et al. 2018).
+def _real_dft_matrix(size: int) -> tuple[Tensor, Tensor]:
+    """Orthonormal real Fourier basis of a circular axis, one vector per row, and each row's ``|f|``.
 
-    The input holds scalars, gates (one ``0e`` per gated irrep) and gated ``l > 0`` irreps, in this order;
-    the output holds ``scalar_act(scalars)`` and ``gate_act(gate) * irrep``. Activations are normalised to
-    unit second moment like e3nn's. It works on `(N, C, d, h, w)` without e3nn's channels-last sorting and
-    code-generated products, which took most of the scorer's CPU time in profiling.
-
-    Parameters
-    ----------
-    irreps_scalars : o3.Irreps
-        Scalar channels, all ``0e``.
-    irreps_gated : o3.Irreps
-        Gated channels, all ``l > 0``.
-    scalar_act : callable
-        Activation of the scalars.
-    gate_act : callable
-        Activation of the gates.
-    """
-
-    gate_index: Tensor
-
-    def __init__(
-        self,
-        irreps_scalars: o3.Irreps,
-        irreps_gated: o3.Irreps,
-        scalar_act: Callable[[Tensor], Tensor],
-        gate_act: Callable[[Tensor], Tensor],
-    ) -> None:
-        super().__init__()
-        if any(ir != o3.Irrep("0e") for _, ir in irreps_scalars) or any(ir.l == 0 for _, ir in irreps_gated):
-            raise ValueError(
-                f"need 0e scalars and l > 0 gated irreps, got {irreps_scalars} and {irreps_gated}"
-            )
-        irreps_gates = o3.Irreps(f"{irreps_gated.num_irreps}x0e")
-        self.irreps_in = (irreps_scalars + irreps_gates + irreps_gated).simplify()
-        self.irreps_out = (irreps_scalars + irreps_gated).simplify()
-        self.split_sizes = [irreps_scalars.dim, irreps_gates.dim, irreps_gated.dim]
-        self.scalar_act = normalize2mom(scalar_act)
-        self.gate_act = normalize2mom(gate_act)
-        # Gated channel c (mul-major e3nn layout) is scaled by gate gate_index[c].
-        dims = torch.tensor([ir.dim for mul, ir in irreps_gated for _ in range(mul)], dtype=torch.long)
-        self.register_buffer(
-            "gate_index", torch.repeat_interleave(torch.arange(len(dims)), dims), persistent=False
-        )
-
-    def forward(self, field: Tensor) -> Tensor:
-        """Apply the gate, `(N, irreps_in.dim, ...)` -> `(N, irreps_out.dim, ...)`."""
-        scalars, gates, gated = field.split(self.split_sizes, dim=1)
-        gates = self.gate_act(gates).index_select(1, self.gate_index)
-        return torch.cat([self.scalar_act(scalars), gated * gates], dim=1)
-
-
-def irrep_norms(field: Tensor, irreps: o3.Irreps) -> Tensor:
-    """Return the norm of every irrep of a channel-first field (rotation-invariant), as e3nn's ``Norm``.
-
-    Parameters
-    ----------
-    field : Tensor
-        `(N, irreps.dim, ...)` in e3nn's mul-major layout.
-    irreps : o3.Irreps
-        Irreps of the channels.
+    Rows: the constant; a cosine and a sine for every ``0 < f < size / 2``; the alternating vector
+    (``f = size / 2``) when ``size`` is even. The rows of one ``|f|`` span the frequencies ``f`` and ``-f``.
 
     Returns
     -------
-    Tensor
-        `(N, irreps.num_irreps, ...)`.
+    (Tensor, Tensor)
+        `(size, size)` float64 matrix and `(size,)` float64 ``|f|`` of each row.
     """
-    norms = []
-    for block, (mul, ir) in zip(field.split([mul_ir.dim for mul_ir in irreps], dim=1), irreps, strict=True):
-        squared = block.reshape(block.shape[0], mul, ir.dim, *block.shape[2:]).square().sum(dim=2)
-        norms.append(squared.relu().sqrt())  # relu keeps the gradient finite at zero, as in e3nn
-    return torch.cat(norms, dim=1)
+    positions = torch.arange(size, dtype=torch.float64)
+    rows, magnitudes = [torch.full((size,), 1 / math.sqrt(size), dtype=torch.float64)], [0]
+    for frequency in range(1, (size + 1) // 2):
+        phase = 2 * math.pi * frequency * positions / size
+        rows += [phase.cos() * math.sqrt(2 / size), phase.sin() * math.sqrt(2 / size)]
+        magnitudes += [frequency, frequency]
+    if size % 2 == 0:
+        rows.append(torch.cos(math.pi * positions) / math.sqrt(size))
+        magnitudes.append(size // 2)
+    return torch.stack(rows), torch.tensor(magnitudes, dtype=torch.float64)
+
+
+@functools.lru_cache(maxsize=32)
+def _phase_dft_matrix(
+    size: int, patch_size: int, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """``kron(R, I_p)``: the real DFT ``R`` of every component along one axis of the full volume at once.
+
+    Voxel ``x = p * j + k`` of the axis is voxel ``j`` of component ``k``; row ``p * a + k`` of the result is
+    coefficient ``a`` of component ``k``. Returns the `(size, size)` matrix and the `(size / p,)` ``|f|`` of
+    each coefficient.
+    """
+    matrix, magnitudes = _real_dft_matrix(size // patch_size)
+    return torch.kron(matrix, torch.eye(patch_size, dtype=torch.float64)).to(device, dtype), magnitudes
+
+
+def component_power_spectra(volume: Tensor, patch_size: int) -> tuple[Tensor, Tensor]:
+    """Power spectra of all polyphase components of a volume, by frequency orbit ``(|fz|, |fy|, |fx|)``.
+
+    The separable real DFT of every component is three matrix products over the whole volume (one per
+    axis, see ``_phase_dft_matrix``), without splitting the volume into components first. Each squared
+    coefficient belongs to one orbit of frequencies under sign flips of the axes; the coefficients of an
+    orbit sum to its share of the component's power, so ``sum W(|f|) power = sum_f W(f) |DFT(f)|² / n``
+    over the component's full spectrum (``n`` voxels) for every ``W`` constant on those orbits (any
+    ``W(f) = W(-f)`` invariant to rotations by π about the axes). For ``W = 1`` it is the component's sum
+    of squares (Parseval).
+
+    Parameters
+    ----------
+    volume : Tensor
+        `(B, C, D, H, W)`, every spatial size divisible by ``patch_size``.
+    patch_size : int
+        Patch size ``p``.
+
+    Returns
+    -------
+    (Tensor, Tensor)
+        `(B, C, F, p³)` power, ``F = DHW / p³`` coefficients in ``(z, y, x)`` raster order and components
+        in component order; `(F, 3)` float64 ``(|fz|, |fy|, |fx|)`` of each coefficient.
+    """
+    p = patch_size
+    batch, channels, depth, height, width = volume.shape
+    matrices = [_phase_dft_matrix(size, p, volume.device, volume.dtype) for size in (depth, height, width)]
+    along_x = volume.reshape(-1, width) @ matrices[2][0].T
+    along_y = matrices[1][0] @ along_x.reshape(-1, height, width)
+    along_z = matrices[0][0] @ along_y.reshape(batch * channels, depth, height * width)
+    blocks = along_z.square().reshape(batch, channels, depth // p, p, height // p, p, width // p, p)
+    # Coefficient-major, component-minor: the cheap permutation (runs of p contiguous values).
+    power = blocks.permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(batch, channels, -1, p**3)
+    magnitudes = torch.meshgrid(*(magnitude for _, magnitude in matrices), indexing="ij")
+    return power, torch.stack(magnitudes, dim=-1).reshape(-1, 3)
+
+
+@functools.lru_cache(maxsize=32)
+def _kernel_dft(
+    shape_zyx: tuple[int, int, int], kernel_size: int, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """Cosine and sine of ``2π f·r / size`` for the orbit representatives of a component grid and the taps."""
+    axes = [_real_dft_matrix(size)[1] for size in shape_zyx]
+    frequencies = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+    half = kernel_size // 2
+    taps = torch.arange(-half, half + 1, dtype=torch.float64)
+    offsets = torch.stack(torch.meshgrid(taps, taps, taps, indexing="ij"), dim=-1).reshape(-1, 3)
+    phase = 2 * math.pi * (frequencies / torch.tensor(shape_zyx, dtype=torch.float64)) @ offsets.T
+    return phase.cos().to(device, dtype), phase.sin().to(device, dtype)  # (F, k³) each
 
 
 class SteerableScorer(nn.Module):
-    """Rotation- and shift-invariant score of a scalar volume, from SO(3)-steerable convolutions.
+    """Rotation- and shift-invariant score of a volume: the energy of an SO(3)-steerable filter bank.
 
-    ``num_layers`` gated steerable convolutions (scalar input, higher-order fields inside) are followed by
-    the norm of every irrep (rotation-invariant), a mean over all voxels (shift-invariant) and a linear map
-    to one score. Invariance is exact for the 24 rotations of the voxel grid and for circular shifts, up to
-    float round-off.
+    One steerable convolution (``SteerableConv3d``, scalar input -> ``irreps_hidden``) is applied circularly
+    to each input channel of each polyphase component; the mean squared norm of every output irrep over the
+    component's voxels is invariant to grid rotations (the norm of an irrep) and circular shifts (a mean
+    over the torus); its square root (the irrep's RMS amplitude) goes through scalar layers to the phase's
+    score. The energy is computed in Fourier space: by Parseval it is ``sum_f W_c(f) P(f)`` with ``P`` the
+    component's power spectrum (``component_power_spectra``, all components at once) and
+    ``W_c(f) = sum_m |K_cm(f)|²`` the kernel's, so the convolution is never evaluated voxel by voxel, and
+    the gradient flows into the kernel through ``W`` alone (the data side needs none). Invariance is exact
+    for the 24 rotations of a cubic grid and for circular shifts, up to float round-off.
 
     Parameters
     ----------
     in_chans : int
-        Number of scalar input channels.
+        Number of scalar input channels (each filtered by the same bank).
     irreps_hidden : str or o3.Irreps
-        Irreps of the hidden fields; must contain scalars (``0e``) and may contain any ``l > 0``.
-    num_layers : int
-        Number of gated steerable convolutions.
+        Irreps of the filter bank's output; each irrep gives one energy.
     kernel_size : int
-        Odd taps per axis of every convolution.
+        Odd taps per axis of the steerable kernels.
     lmax : int
         Highest spherical-harmonic degree in the kernels.
-    scalar_act : callable
-        Activation of the scalar channels.
-    gate_act : callable
-        Activation of the gates that scale the ``l > 0`` channels.
+    hidden_dim : int
+        Width of the hidden scalar layer.
+    act_layer : type of nn.Module
+        Activation of the hidden scalar layer.
     """
+
+    irrep_index: Tensor
 
     def __init__(
         self,
         in_chans: int = 1,
-        irreps_hidden: str | o3.Irreps = "4x0e + 2x1o + 1x2e",
-        num_layers: int = 2,
+        irreps_hidden: str | o3.Irreps = "4x0e + 4x1o + 4x2e",
         kernel_size: int = 3,
         lmax: int = 2,
-        scalar_act: Callable[[Tensor], Tensor] = F.silu,
-        gate_act: Callable[[Tensor], Tensor] = torch.sigmoid,
+        hidden_dim: int = 16,
+        act_layer: type[nn.Module] = nn.SiLU,
     ) -> None:
         super().__init__()
-        irreps_hidden = o3.Irreps(irreps_hidden).simplify()
-        if in_chans < 1 or num_layers < 1:
-            raise ValueError(f"need in_chans >= 1 and num_layers >= 1, got {in_chans} and {num_layers}")
-        if not any(ir.l == 0 for _, ir in irreps_hidden):
-            raise ValueError(f"irreps_hidden must contain scalars (0e), got {irreps_hidden}")
-        self.irreps_in = o3.Irreps(f"{in_chans}x0e")
-        scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_hidden if ir.l == 0])
-        gated = o3.Irreps([(mul, ir) for mul, ir in irreps_hidden if ir.l > 0])
-        convs, gates = [], []
-        irreps = self.irreps_in
-        for _ in range(num_layers):
-            gate = GatedActivation(scalars, gated, scalar_act, gate_act)
-            convs.append(SteerableConv3d(irreps, gate.irreps_in, kernel_size, lmax))
-            gates.append(gate)
-            irreps = gate.irreps_out
-        self.irreps_hidden = irreps
-        self.convs = nn.ModuleList(convs)
-        self.gates = nn.ModuleList(gates)
-        # No bias: a constant added to every phase score changes nothing (the softmax ignores it).
-        self.head = nn.Linear(irreps.num_irreps, 1, bias=False)
+        if in_chans < 1 or hidden_dim < 1:
+            raise ValueError(f"need in_chans >= 1 and hidden_dim >= 1, got {in_chans} and {hidden_dim}")
+        self.in_chans = in_chans
+        self.conv = SteerableConv3d("1x0e", irreps_hidden, kernel_size, lmax)
+        irreps = self.conv.irreps_out
+        dims = torch.tensor([ir.dim for mul, ir in irreps for _ in range(mul)])
+        self.register_buffer(
+            "irrep_index", torch.repeat_interleave(torch.arange(len(dims)), dims), persistent=False
+        )
+        self.num_energies = irreps.num_irreps
+        # No bias in the last layer: a constant added to every phase score changes nothing.
+        self.mlp = nn.Sequential(
+            nn.Linear(in_chans * irreps.num_irreps, hidden_dim),
+            act_layer(),
+            nn.Linear(hidden_dim, 1, bias=False),
+        )
 
-    def forward(self, volume: Tensor) -> Tensor:
-        """Score each volume of a batch.
+    def spectral_weights(self, component_shape_zyx: tuple[int, int, int]) -> Tensor:
+        """Return ``W_c(f) = sum_m |K_cm(f)|²``, each irrep's kernel power, at the orbits of a component grid.
 
         Parameters
         ----------
-        volume : Tensor
-            `(N, in_chans, d, h, w)`.
+        component_shape_zyx : tuple of int
+            The component grid ``(d, h, w)``.
 
         Returns
         -------
         Tensor
-            `(N,)` scores.
+            `(num_energies, F)` at the orbit ``(|fz|, |fy|, |fx|)`` of each coefficient of
+            ``component_power_spectra``.
         """
-        if volume.ndim != 5 or volume.shape[1] != self.irreps_in.dim:
+        kernel = self.conv.kernel()[:, 0].flatten(1)  # (irreps dim, k³), lattice offsets r in (z, y, x)
+        cosine, sine = _kernel_dft(component_shape_zyx, self.conv.kernel_size, kernel.device, kernel.dtype)
+        power = (kernel @ cosine.T).square() + (kernel @ sine.T).square()  # (irreps dim, F)
+        return power.new_zeros(self.num_energies, power.shape[1]).index_add_(0, self.irrep_index, power)
+
+    def forward(self, volume: Tensor, patch_size: int) -> Tensor:
+        """Score every phase of each volume.
+
+        Parameters
+        ----------
+        volume : Tensor
+            `(B, in_chans, D, H, W)`, every spatial size divisible by ``patch_size``; with ``patch_size=1``
+            the one component is the volume itself.
+        patch_size : int
+            Patch size ``p``.
+
+        Returns
+        -------
+        Tensor
+            `(B, p³)` score of each polyphase component, in component order.
+        """
+        if volume.ndim != 5 or volume.shape[1] != self.in_chans:
             raise ValueError(
-                f"expected volumes of shape (N, {self.irreps_in.dim}, d, h, w), got {tuple(volume.shape)}"
+                f"expected volumes of shape (B, {self.in_chans}, D, H, W), got {tuple(volume.shape)}"
             )
-        field = volume
-        for conv, gate in zip(self.convs, self.gates, strict=True):
-            field = gate(conv(field))
-        pooled = irrep_norms(field, self.irreps_hidden).mean(dim=(2, 3, 4))
-        return self.head(pooled).squeeze(-1)
+        if patch_size < 1 or any(size % patch_size for size in volume.shape[2:]):
+            raise ValueError(f"spatial sizes {tuple(volume.shape[2:])} must be divisible by {patch_size}")
+        depth, height, width = (size // patch_size for size in volume.shape[2:])
+        component_shape = (depth, height, width)
+        power, _ = component_power_spectra(volume, patch_size)  # (B, C, F, p³)
+        weights = self.spectral_weights(component_shape) / math.prod(component_shape)  # (energies, F)
+        batch, channels, _, num_phases = power.shape
+        # Mean squared irrep norm over each component, (B C, p³, energies); bmm reads the transposed power
+        # and the broadcast weights in place (a broadcasting matmul would copy them).
+        energies = torch.bmm(
+            power.flatten(0, 1).transpose(1, 2), weights.T.expand(batch * channels, *weights.T.shape)
+        )
+        # The floor keeps the gradient finite on an all-zero input.
+        amplitudes = (energies + torch.finfo(energies.dtype).tiny).sqrt()
+        features = amplitudes.reshape(batch, channels, num_phases, -1).transpose(1, 2).flatten(2)
+        return self.mlp(features).squeeze(-1)

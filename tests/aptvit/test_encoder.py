@@ -199,11 +199,11 @@ def test_no_weight_decay_names_biases_and_norm_gains_only():
 def test_scorer_size_is_configurable_through_the_registry():
     default = create_encoder("aptvit_tiny", depth=1).phase_sampler
     small = create_encoder(
-        "aptvit_tiny", depth=1, scorer_kwargs={"irreps_hidden": "2x0e + 1x1o", "num_layers": 1}
+        "aptvit_tiny", depth=1, scorer_kwargs={"irreps_hidden": "2x0e + 1x1o", "hidden_dim": 4}
     ).phase_sampler
     assert 0 < sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in default.parameters())
     with pytest.raises(ValueError):
-        create_encoder("aptvit_tiny", phase_selector="norm", scorer_kwargs={"num_layers": 1})
+        create_encoder("aptvit_tiny", phase_selector="norm", scorer_kwargs={"hidden_dim": 4})
 
 
 def test_encoder_rejects_bad_input_and_names():

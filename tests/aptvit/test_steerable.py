@@ -1,11 +1,11 @@
 """Rotation equivariance of the steerable convolution and invariance of the phase selector on the grid."""
 
 import itertools
+import math
 
 import pytest
 import torch
 from e3nn import o3
-from e3nn.nn import Gate
 from torch import nn
 
 from aptvit.models import (
@@ -15,7 +15,7 @@ from aptvit.models import (
     SteerableScorer,
     polyphase_components,
 )
-from aptvit.models.steerable import GatedActivation, irrep_norms
+from aptvit.models.steerable import component_power_spectra
 
 
 def grid_rotations():
@@ -91,7 +91,8 @@ def test_steerable_conv_is_equivariant_to_grid_rotations(kernel_size):
             .max()
             for rotation in ROTATIONS
         ]
-    # The sampled harmonics are float32 buffers, so float32 round-off is the floor even in float64.
+    # e3nn builds some constants (Clebsch-Gordan coefficients, radial grid) in float32, so float32
+    # round-off is the floor even in float64.
     assert max(errors) < 1e-6 * output.abs().max()
     # The check can fail: the same convolution without Wigner matrices on the features is not equivariant.
     scalar_irreps = o3.Irreps(f"{irreps_in.dim}x0e"), o3.Irreps(f"{irreps_out.dim}x0e")
@@ -121,12 +122,68 @@ def test_steerable_conv_rejects_uncentred_kernels(kwargs):
 def test_steerable_scorer_is_invariant_to_grid_rotations_and_shifts():
     torch.manual_seed(2)
     scorer = SteerableScorer().eval()
-    volumes = torch.randn(4, 1, 6, 6, 6)
+    volumes = torch.randn(4, 1, 6, 6, 6)  # patch_size 1: the one component is the volume
     with torch.no_grad():
-        scores = scorer(volumes)
+        scores = scorer(volumes, 1)
         for rotation in ROTATIONS:
-            torch.testing.assert_close(scorer(rotate_grid(volumes, rotation)), scores, rtol=1e-5, atol=1e-7)
-        torch.testing.assert_close(scorer(torch.roll(volumes, (1, 2, 3), dims=(2, 3, 4))), scores)
+            torch.testing.assert_close(
+                scorer(rotate_grid(volumes, rotation), 1), scores, rtol=1e-5, atol=1e-6
+            )
+        torch.testing.assert_close(scorer(torch.roll(volumes, (1, 2, 3), dims=(2, 3, 4)), 1), scores)
+
+
+def test_scorer_scores_each_component_as_if_alone():
+    torch.manual_seed(3)
+    scorer = SteerableScorer(in_chans=2).double()
+    volume = torch.randn(2, 2, 8, 12, 4, dtype=torch.float64)
+    components = polyphase_components(volume, 2)  # (B, 8, C, 4, 6, 2)
+    alone = scorer(components.flatten(0, 1), 1).reshape(2, 8)
+    torch.testing.assert_close(scorer(volume, 2), alone)
+
+
+@pytest.mark.parametrize(
+    ("shape", "patch_size"), [((8, 8, 8), 2), ((6, 10, 12), 2), ((3, 5, 6), 1), ((8, 8, 8), 4)]
+)
+def test_component_power_spectra_sum_like_the_full_spectra(shape, patch_size):
+    torch.manual_seed(6)
+    volume = torch.randn(2, 3, *shape, dtype=torch.float64)
+    power, magnitudes = component_power_spectra(volume, patch_size)
+    components = polyphase_components(volume, patch_size)  # (B, p³, C, d, h, w)
+    component_shape = components.shape[-3:]
+    # Any W with W(f) = W(-f) that is constant on sign flips of each axis, here a function of |f|.
+    sizes = torch.tensor(component_shape, dtype=torch.float64)
+    weight = (magnitudes / sizes).square().sum(dim=1).sqrt()
+    spectrum = torch.fft.fftn(components, dim=(3, 4, 5)).abs().square() / math.prod(component_shape)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n) for n in component_shape], indexing="ij"), dim=-1)
+    folded = torch.minimum(grid, sizes.long() - grid).double()
+    full_weight = (folded / sizes).square().sum(dim=-1).sqrt()
+    expected = (spectrum * full_weight).sum(dim=(3, 4, 5)).transpose(1, 2)  # (B, C, p³)
+    torch.testing.assert_close(weight @ power, expected)
+    torch.testing.assert_close(power.sum(dim=2), components.square().sum(dim=(3, 4, 5)).transpose(1, 2))
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 4), (3, 5, 6), (8, 8, 8), (2, 4, 12)])
+def test_scorer_energies_are_the_steerable_convolution_energies(shape):
+    # Parseval: the Fourier-space energy equals the circular convolution's mean squared irrep norm.
+    torch.manual_seed(8)
+    scorer = SteerableScorer(in_chans=2, irreps_hidden="2x0e + 1x1o + 2x2e", kernel_size=3).double()
+    field = torch.randn(3, 2, *shape, dtype=torch.float64)
+    power, _ = component_power_spectra(field, 1)
+    energies = scorer.spectral_weights(shape) @ power / math.prod(shape)  # (N, C, irreps, 1)
+    convolved = scorer.conv(field.flatten(0, 1)[:, None]).square()  # each input channel on its own
+    summed = convolved.new_zeros(6, scorer.num_energies, *shape).index_add_(1, scorer.irrep_index, convolved)
+    # e3nn's float32 constants make the kernel equivariant, hence W constant on each orbit, to ~1e-7.
+    torch.testing.assert_close(
+        energies.flatten(0, 1)[..., 0], summed.mean(dim=(2, 3, 4)), rtol=1e-6, atol=1e-9
+    )
+
+
+def test_every_scorer_parameter_gets_a_gradient():
+    torch.manual_seed(9)
+    scorer = SteerableScorer()
+    scorer(torch.randn(5, 1, 8, 8, 8), 2).square().sum().backward()
+    for name, parameter in scorer.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
 class PlainConvScorer(nn.Module):
@@ -136,8 +193,10 @@ class PlainConvScorer(nn.Module):
         super().__init__()
         self.conv = nn.Conv3d(1, 4, 3, padding=1, padding_mode="circular")
 
-    def forward(self, volume):
-        return torch.tanh(self.conv(volume)).mean(dim=(2, 3, 4)).sum(dim=1)
+    def forward(self, volume, patch_size):
+        components = polyphase_components(volume, patch_size).flatten(0, 1)
+        scores = torch.tanh(self.conv(components)).mean(dim=(2, 3, 4)).sum(dim=1)
+        return scores.reshape(volume.shape[0], -1)
 
 
 def selector_scores_follow_rotation(sampler, volume, rotation):
@@ -187,20 +246,8 @@ def test_selected_offset_follows_grid_rotations():
 
 def test_steerable_scorer_rejects_wrong_channels():
     with pytest.raises(ValueError):
-        SteerableScorer(in_chans=1)(torch.zeros(2, 3, 4, 4, 4))
+        SteerableScorer(in_chans=1)(torch.zeros(2, 3, 4, 4, 4), 2)
     with pytest.raises(ValueError):
-        SteerableScorer(irreps_hidden="2x1o")
-
-
-def test_gated_activation_and_norms_match_e3nn():
-    torch.manual_seed(5)
-    scalars, gated = o3.Irreps("3x0e"), o3.Irreps("2x1o + 1x2e")
-    ours = GatedActivation(scalars, gated, torch.nn.functional.silu, torch.sigmoid)
-    reference = Gate(scalars, [torch.nn.functional.silu], "3x0e", [torch.sigmoid], gated)
-    assert ours.irreps_in == reference.irreps_in and ours.irreps_out == reference.irreps_out
-    field = torch.randn(2, ours.irreps_in.dim, 3, 4, 5)
-    gated_field = ours(field)
-    channels_last = reference(field.movedim(1, -1))
-    torch.testing.assert_close(gated_field, channels_last.movedim(-1, 1))
-    norms = irrep_norms(gated_field, ours.irreps_out)
-    torch.testing.assert_close(norms, o3.Norm(ours.irreps_out)(channels_last).movedim(-1, 1))
+        SteerableScorer(in_chans=1)(torch.zeros(2, 1, 4, 4, 6), 4)
+    with pytest.raises(ValueError):
+        SteerableScorer(hidden_dim=0)
