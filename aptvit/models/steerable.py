@@ -168,8 +168,9 @@ def _phase_dft_matrix(
     coefficient ``a`` of component ``k``. Returns the `(size, size)` matrix and the `(size / p,)` ``|f|`` of
     each coefficient.
     """
-    matrix, magnitudes = _real_dft_matrix(size // patch_size)
-    return torch.kron(matrix, torch.eye(patch_size, dtype=torch.float64)).to(device, dtype), magnitudes
+    with torch.inference_mode(False):  # cached: must serve autograd even when first built for inference
+        matrix, magnitudes = _real_dft_matrix(size // patch_size)
+        return torch.kron(matrix, torch.eye(patch_size, dtype=torch.float64)).to(device, dtype), magnitudes
 
 
 def component_power_spectra(volume: Tensor, patch_size: int) -> tuple[Tensor, Tensor]:
@@ -214,13 +215,14 @@ def _kernel_dft(
     shape_zyx: tuple[int, int, int], kernel_size: int, device: torch.device, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
     """Cosine and sine of ``2π f·r / size`` for the orbit representatives of a component grid and the taps."""
-    axes = [_real_dft_matrix(size)[1] for size in shape_zyx]
-    frequencies = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
-    half = kernel_size // 2
-    taps = torch.arange(-half, half + 1, dtype=torch.float64)
-    offsets = torch.stack(torch.meshgrid(taps, taps, taps, indexing="ij"), dim=-1).reshape(-1, 3)
-    phase = 2 * math.pi * (frequencies / torch.tensor(shape_zyx, dtype=torch.float64)) @ offsets.T
-    return phase.cos().to(device, dtype), phase.sin().to(device, dtype)  # (F, k³) each
+    with torch.inference_mode(False):  # cached: must serve autograd even when first built for inference
+        axes = [_real_dft_matrix(size)[1] for size in shape_zyx]
+        frequencies = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+        half = kernel_size // 2
+        taps = torch.arange(-half, half + 1, dtype=torch.float64)
+        offsets = torch.stack(torch.meshgrid(taps, taps, taps, indexing="ij"), dim=-1).reshape(-1, 3)
+        phase = 2 * math.pi * (frequencies / torch.tensor(shape_zyx, dtype=torch.float64)) @ offsets.T
+        return phase.cos().to(device, dtype), phase.sin().to(device, dtype)  # (F, k³) each
 
 
 class SteerableScorer(nn.Module):

@@ -1,0 +1,202 @@
+"""Pre-training: schedules, resume, the checkpoint record, the CLI and its errors, and that it learns."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from aptvit import load_encoder
+from aptvit.checkpoint import CheckpointError, checkpoint_record
+from aptvit.data import SubtomogramDataModule
+from aptvit.fit import main as fit_main
+from aptvit.models import build_encoder
+from aptvit.training import PretrainModule, warmup_cosine_factor
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::lightning.fabric.utilities.warnings.PossibleUserWarning"),
+]
+
+SMALL_HEADS = {"embedding_dim": 32, "projector_hidden_dim": 64, "predictor_hidden_dim": 64, "pose_hidden_dim": 32}
+
+
+def _module(selector: str = "steerable", **overrides) -> PretrainModule:
+    torch.manual_seed(0)
+    encoder = build_encoder("aptvit_nano_p8", phase_selector=selector, embed_dim=48, depth=2, num_heads=2)
+    return PretrainModule(encoder, **{**SMALL_HEADS, "lr": 2e-3, "knn_k": 5, **overrides})
+
+
+def _data(dataset, **overrides) -> SubtomogramDataModule:
+    settings = {
+        "batch_size": 16,
+        "num_workers": 0,
+        "val_fraction": 0.34,  # one tomogram of three per class
+        "snr_range": (0.02, 0.2),
+        "val_snr": 0.05,
+        "shuffle_buffer": 64,
+        "seed": 0,
+    }
+    return SubtomogramDataModule([str(dataset)], **{**settings, **overrides})
+
+
+def _trainer(root, max_steps: int, **overrides) -> L.Trainer:
+    settings = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_steps": max_steps,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "check_val_every_n_epoch": 1000,
+        "default_root_dir": str(root),
+        "callbacks": [L.pytorch.callbacks.ModelCheckpoint(dirpath=str(root / "checkpoints"), save_last=True)],
+    }
+    return L.Trainer(**{**settings, **overrides})
+
+
+@pytest.mark.parametrize(("warmup", "final"), [(0, 0.0), (10, 0.1)])
+def test_warmup_cosine_reaches_its_end_points(warmup, final):
+    total = 100
+    factors = [warmup_cosine_factor(step, total, warmup, final) for step in range(total + 1)]
+    assert factors[max(warmup - 1, 0)] == pytest.approx(1.0)
+    assert factors[-1] == pytest.approx(final)
+    assert factors[warmup + (total - warmup) // 2] == pytest.approx((1 + final) / 2, abs=1e-2)
+    if warmup:
+        assert factors[0] == pytest.approx(1 / warmup)
+        assert np.all(np.diff(factors[:warmup]) > 0)
+    assert np.all(np.diff(factors[warmup:]) <= 1e-12)
+
+
+@pytest.fixture(scope="module")
+def straight_run(simulated_dataset, tmp_path_factory):
+    """Eight steps (two epochs of four batches) without interruption; its last.ckpt."""
+    root = tmp_path_factory.mktemp("straight")
+    module = _module()
+    _trainer(root, max_steps=8).fit(module, datamodule=_data(simulated_dataset))
+    return module, root / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.slow
+def test_resume_from_a_checkpoint_repeats_the_uninterrupted_run(simulated_dataset, straight_run, tmp_path):
+    straight, _ = straight_run
+    first = _module()
+    _trainer(tmp_path, max_steps=4).fit(first, datamodule=_data(simulated_dataset))
+    resumed = _module(seed=0)
+    _trainer(tmp_path, max_steps=8).fit(
+        resumed, datamodule=_data(simulated_dataset), ckpt_path=str(tmp_path / "checkpoints" / "last.ckpt")
+    )
+    reference = straight.state_dict()
+    assert resumed.global_step == straight.global_step == 8
+    for name, value in resumed.state_dict().items():
+        assert torch.equal(value, reference[name]), name
+
+
+@pytest.mark.slow
+def test_load_encoder_rebuilds_the_frozen_trained_encoder(straight_run, simulated_dataset):
+    module, checkpoint = straight_run
+    record = checkpoint_record(checkpoint)
+    assert record["encoder"]["name"] == "aptvit_nano_p8"
+    assert (record["box"], record["voxel_size_A"]) == (24, 10.0)
+    assert record["class_ids"] == ["ring", "cage", "rod", "blob"]
+
+    encoder = load_encoder(checkpoint, variant="aptvit_nano_p8", box=24, voxel_size_A=10.0)
+    assert not encoder.training
+    assert not any(parameter.requires_grad for parameter in encoder.parameters())
+    volume = torch.randn(3, 1, 24, 24, 24, generator=torch.Generator().manual_seed(0))
+    module.eval()
+    with torch.no_grad():
+        assert torch.equal(encoder(volume), module.encoder(volume, phase_mode="argmax"))
+
+    with pytest.raises(CheckpointError, match="holds encoder 'aptvit_nano_p8', not 'aptvit_small'"):
+        load_encoder(checkpoint, variant="aptvit_small")
+    with pytest.raises(CheckpointError, match="trained on box 24, the data has box 32"):
+        load_encoder(checkpoint, box=32)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_encoder(checkpoint.with_name("missing.ckpt"))
+
+
+@pytest.mark.slow
+def test_a_short_run_learns(simulated_dataset, tmp_path):
+    """Loss falls, the validation kNN accuracy rises above the untrained encoder's, the pose head beats chance.
+
+    Fixed seeds; 4 classes (chance 0.25) at validation SNR 0.05 on held-out tomograms.
+    """
+    module, data = _module(), _data(simulated_dataset)
+    trainer = _trainer(tmp_path, max_steps=120, logger=L.pytorch.loggers.CSVLogger(tmp_path), log_every_n_steps=4)
+    before = trainer.validate(module, datamodule=data, verbose=False)[0]
+    trainer.fit(module, datamodule=data)
+    after = trainer.validate(module, datamodule=data, verbose=False)[0]
+
+    metrics = np.genfromtxt(tmp_path / "lightning_logs" / "version_0" / "metrics.csv", delimiter=",", names=True)
+    loss = metrics["trainloss"][np.isfinite(metrics["trainloss"])]
+    assert loss[-5:].mean() < loss[:5].mean() - 0.1
+    assert after["val/knn_accuracy"] >= before["val/knn_accuracy"] + 0.15
+    assert after["val/pose_median_error_deg"] < 110.0  # a random guess: ~126°
+
+
+def _cli_config(tmp_path, dataset, **model) -> str:
+    config = {
+        "seed_everything": 0,
+        "model": {
+            "encoder": {
+                "class_path": "aptvit.models.build_encoder",
+                "init_args": {"name": "aptvit_nano_p8", "embed_dim": 48, "depth": 1, "num_heads": 2},
+            },
+            **SMALL_HEADS,
+            **model,
+        },
+        "data": {"datasets": [str(dataset)], "batch_size": 16, "num_workers": 0, "val_fraction": 0.34},
+        "trainer": {
+            "accelerator": "cpu",
+            "max_steps": 2,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "num_sanity_val_steps": 0,
+            "default_root_dir": str(tmp_path / "run"),
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path)}},
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {
+                        "dirpath": str(tmp_path / "checkpoints"),
+                        "monitor": "val/knn_accuracy",
+                        "mode": "max",
+                        "save_last": True,
+                    },
+                }
+            ],
+        },
+    }
+    path = tmp_path / "pretrain.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_cli_fits_validates_before_and_after_and_resumes(simulated_dataset, tmp_path, capsys):
+    config = _cli_config(tmp_path, simulated_dataset)
+    result = fit_main(["--config", config])
+    assert 0 <= result["knn_before"] <= 1 and 0 <= result["knn_after"] <= 1
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert "validation kNN accuracy: before" in capsys.readouterr().err
+    resumed = fit_main(["--config", config, "--trainer.max_steps", "4", "--ckpt_path", "last"])
+    assert math.isnan(resumed["knn_before"])  # a resumed run does not re-validate the untrained encoder
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+
+
+def test_cli_rejects_an_unknown_yaml_key(simulated_dataset, tmp_path, capsys):
+    config = _cli_config(tmp_path, simulated_dataset, temprature=0.1)
+    with pytest.raises(SystemExit):
+        fit_main(["--config", config])
+    assert "temprature" in capsys.readouterr().err
+
+
+def test_cli_names_a_missing_dataset(tmp_path):
+    config = _cli_config(tmp_path, tmp_path / "absent.zarr")
+    with pytest.raises(FileNotFoundError, match="absent.zarr"):
+        fit_main(["--config", config])
