@@ -48,5 +48,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as error:
+        if error.filename is None:  # e.g. ENOSPC from a write: say which file could not be written
+            error.filename = str(target)
+        raise
     finally:
         tmp.unlink(missing_ok=True)

@@ -856,7 +856,8 @@ def inspect_dataset(path: str | os.PathLike[str], verify: bool = True) -> Inspec
     path
         The dataset directory.
     verify
-        Recompute every class's checksums (reads all data) and check the manifest.
+        Recompute every class's checksums (reads all data) and check the manifest; a dataset without
+        a manifest or without classes fails.
 
     Returns
     -------
@@ -867,6 +868,12 @@ def inspect_dataset(path: str | os.PathLike[str], verify: bool = True) -> Inspec
     dataset = open_dataset(path)
     failures: dict[str, str] = {}
     if verify:
+        if not dataset.classes:
+            failures["(dataset)"] = f"{dataset.path} holds no class groups"
+        if not dataset.attrs.get("classes"):
+            failures["(manifest)"] = (
+                f"{dataset.path} has no manifest: write_manifest has not run, so it may be incomplete"
+            )
         try:
             dataset._verify_manifest()
         except (ClassNotFoundError, DatasetFormatError) as error:

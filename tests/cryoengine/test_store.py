@@ -66,9 +66,11 @@ def write_dataset(path: Path, seed: int = 0) -> dict[str, ParticleSet]:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> tuple[Path, dict[str, ParticleSet]]:
-    """A two-class dataset that tests only read."""
+    """A two-class dataset with its manifest, that tests only read."""
     path = tmp_path_factory.mktemp("shared") / "dataset.zarr"
-    return path, write_dataset(path)
+    sets = write_dataset(path)
+    write_manifest(path, list(COUNTS), DATASET_ATTRS)
+    return path, sets
 
 
 @pytest.fixture
@@ -196,6 +198,8 @@ def test_killed_writer_leaves_no_half_class_and_a_rewrite_cleans_up(written):
     write_class_group(path, "c", make_particles(2, seed=5, class_id="c"), {"name": "C"}, DATASET_ATTRS, SHARD)
     write_class_group(path, "a", sets["a"], {"name": "A"}, DATASET_ATTRS, SHARD)
     assert sorted(p.name for p in classes.iterdir()) == ["a", "b", "c", "zarr.json"]
+    open_dataset(path).verify("a")
+    write_manifest(path, ["a", "b", "c"], DATASET_ATTRS)
     open_dataset(path).verify()
 
 
@@ -412,6 +416,16 @@ def test_bad_write_arguments_are_named(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         write_class_group(tmp_path / "ds.zarr", **arguments)
     assert not (tmp_path / "ds.zarr").exists()
+
+
+def test_inspect_fails_a_dataset_without_manifest_or_classes(tmp_path):
+    path = tmp_path / "jobs_done.zarr"
+    write_dataset(path)  # class jobs done, manifest not written
+    report = inspect_dataset(path)
+    assert not report.ok and list(report.failures) == ["(manifest)"] and "no manifest" in str(report)
+    write_class_group(tmp_path / "ds.zarr", "a", make_particles(2, 0, "a"), {}, DATASET_ATTRS)
+    shutil.rmtree(tmp_path / "ds.zarr" / "classes" / "a")
+    assert set(inspect_dataset(tmp_path / "ds.zarr").failures) == {"(dataset)", "(manifest)"}
 
 
 def test_inspect_shows_a_table_of_classes(shared):
