@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 # The class-blind reference particle of the noise level (cryoengine.noise): a seeded phantom blob.
 _REFERENCE_SUBUNITS = 7
 _REFERENCE_SEED = 0
+# Margin around each box in the cells where targets are imaged alone: wider than the CTF's spread (a few
+# voxels at 2-5 µm defocus and 10 Å voxels), so that neighbouring cells do not see each other.
+_ISOLATION_MARGIN_VOX = 8
 # Fourth seed word of the stream that draws a tomogram's crowder classes (apart from its placements).
 _CROWDER_STREAM = 1
 
@@ -363,7 +366,7 @@ def simulate_tomogram(
         config.resolution_A(),
         config.density.oversampling,
     )
-    cell = 2 * config.box
+    cell = config.box + 2 * _ISOLATION_MARGIN_VOX
     alone_shape, alone = isolated_placements(
         np.append(np.full(n, target), len(densities)),
         np.concatenate([centres, np.zeros((1, 3))]),

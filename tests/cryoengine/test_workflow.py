@@ -8,6 +8,7 @@ kind of change), and parsing that fetches nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -155,6 +156,8 @@ def test_dataset_validates_and_reports(reference, capsys):
         noise_log = (reference / "logs" / "noise" / f"{class_id}.log").read_text()
         assert f"read tomogram {tomograms}/{tomograms}" in noise_log and "median measured SNR" in noise_log
         assert "subtomograms written" in (reference / "logs" / "shard" / f"{class_id}.log").read_text()
+        record = json.loads((reference / "results" / "density" / f"{class_id}.mrc.json").read_text())
+        assert record["argv"] == ["snakemake", "rule", "density", f"cls={class_id}"]  # not a temp script
 
 
 def test_items_are_the_bytes_of_their_intermediate(reference):
