@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
     args = parser.parse_args()
 
-    item_MiB = (1 + len(SNR_LEVELS)) * args.box**3 * 4 / 2**20
+    item_MiB = (1 + len(SNR_LEVELS) + 2) * args.box**3 * 4 / 2**20  # clean, noisy levels, 2 unit noises
     with tempfile.TemporaryDirectory(prefix="store-benchmark-") as tmp:
         path = Path(tmp) / "dataset.zarr"
         write_seconds = write_synthetic_dataset(path, args.classes, args.particles, args.box, args.shard_size)
