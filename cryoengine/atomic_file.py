@@ -49,7 +49,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, target)
     except OSError as error:
-        if error.filename is None:  # e.g. ENOSPC from a write: say which file could not be written
+        if error.filename is None and error.errno is not None:  # e.g. ENOSPC: say which file failed
             error.filename = str(target)
         raise
     finally:
