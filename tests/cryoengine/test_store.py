@@ -507,3 +507,15 @@ def test_a_format_1_dataset_still_reads_without_noise(written):
     assert inspect_dataset(path).ok and " v1, " in str(inspect_dataset(path))
     with pytest.raises(DatasetFormatError, match="format_version 1; this cryoengine writes version 2 only"):
         write_class_group(path, "c", make_particles(2, 0, "c"), {}, DATASET_ATTRS)
+
+
+def test_a_count_mismatch_is_named_as_such_and_inspect_reports_it(written):
+    path, _ = written
+    meta = json.loads((path / "classes" / "a" / "zarr.json").read_text())
+    meta["attributes"]["count"] = 8
+    (path / "classes" / "a" / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetFormatError, match=r"count mismatch, array 'clean' holds 7 particles .* is 8"):
+        open_dataset(path)[0]
+    report = inspect_dataset(path)
+    assert not report.ok and "count mismatch" in report.failures["a"]
+    assert "corrupt" not in report.failures["a"]
