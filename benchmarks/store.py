@@ -2,8 +2,9 @@
 
 Writes a synthetic dataset (default 2 classes × 2,000 particles, 32³ boxes, 4 SNR levels) to a temporary
 directory, then reads it through :func:`cryoengine.store.open_dataset` and prints a markdown table. An
-item is one particle's clean volume and its 4 noisy volumes (640 KiB). The data were just written, so
-reads come from the page cache: the figures measure decoding and Zarr overhead, not the disk. Usage::
+item is one particle's clean volume, its 4 noisy volumes and its 2 unit-noise volumes (896 KiB). The
+data were just written, so reads come from the page cache: the figures measure decoding and Zarr
+overhead, not the disk. Usage::
 
     .venv/bin/python benchmarks/store.py [--particles 2000] [--reads 2000] [--workers 1 4]
 """
@@ -29,17 +30,26 @@ _WORKER_DATASET: Dataset | None = None
 
 def write_synthetic_dataset(path: Path, classes: int, particles: int, box: int, shard_size: int) -> float:
     """Write the dataset; return the seconds spent in write_class_group."""
-    dataset_attrs = {"voxel_size_A": 10.0, "box": box, "snr_levels": SNR_LEVELS}
+    dataset_attrs = {
+        "voxel_size_A": 10.0,
+        "box": box,
+        "snr_levels": SNR_LEVELS,
+        "noise_realisations": 2,
+        "class_labels": [f"class{k:02d}" for k in range(classes)],
+    }
     seconds = 0.0
     for k in range(classes):
         rng = np.random.default_rng(k)
         clean = rng.standard_normal((particles, box, box, box), dtype=np.float32)
-        noise = rng.standard_normal((particles, 1, box, box, box), dtype=np.float32)
+        unit_noise = rng.standard_normal((particles, 2, box, box, box), dtype=np.float32)
+        noise = unit_noise[:, [level % 2 for level in range(len(SNR_LEVELS))]]
         scale = np.float32(clean.std()) / np.sqrt(np.array(SNR_LEVELS, dtype=np.float32))
         shift = rng.uniform(-0.5, 0.5, (particles, 3))
         particle_set = ParticleSet(
             clean=clean,
             noisy=clean[:, None] + noise * scale[None, :, None, None, None],
+            noise=unit_noise,
+            noise_scale=np.full(particles, clean.std()),
             snr=np.tile(np.array(SNR_LEVELS, dtype=np.float32), (particles, 1)),
             rotation=random_rotations(particles, rng),
             shift=shift,
@@ -110,7 +120,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
     args = parser.parse_args()
 
-    item_MiB = (1 + len(SNR_LEVELS)) * args.box**3 * 4 / 2**20
+    item_MiB = (1 + len(SNR_LEVELS) + 2) * args.box**3 * 4 / 2**20  # clean, noisy levels, 2 unit noises
     with tempfile.TemporaryDirectory(prefix="store-benchmark-") as tmp:
         path = Path(tmp) / "dataset.zarr"
         write_seconds = write_synthetic_dataset(path, args.classes, args.particles, args.box, args.shard_size)

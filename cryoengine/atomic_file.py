@@ -48,5 +48,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as error:
+        if error.filename is None and error.errno is not None:  # e.g. ENOSPC: say which file failed
+            error.filename = str(target)
+        raise
     finally:
         tmp.unlink(missing_ok=True)

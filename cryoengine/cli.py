@@ -124,7 +124,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from cryoengine.export import export_class
 
-    volumes, star = export_class(args.dataset, args.class_id, args.snr, args.output)
+    volumes, star = export_class(args.dataset, args.class_id, args.snr, args.output, force=args.force)
     print(f"{star} ({len(volumes)} subtomograms)")
     return 0
 
@@ -202,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--class", dest="class_id", required=True, help="class id")
     export.add_argument("--snr", required=True, help="one of the dataset's SNR levels, or 'clean'")
     export.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    export.add_argument("--force", action="store_true", help="overwrite the files of an earlier export")
     export.set_defaults(func=_cmd_export)
 
     report = sub.add_parser("report", help="summarise a workflow's results directory")

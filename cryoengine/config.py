@@ -119,6 +119,15 @@ class SampleSettings(_Model):
             "0 when left unset with a single class, an error when set with one."
         ),
     )
+    crowder_classes: int = Field(
+        4,
+        ge=1,
+        le=100000,
+        description=(
+            "Other classes that may crowd one tomogram, drawn from its seed; the tomogram depends on "
+            "their maps only, so a changed class re-simulates only the tomograms it crowds."
+        ),
+    )
     support_threshold: float = Field(
         0.05, gt=0, lt=1, description="A class's support is its density above this fraction of the maximum."
     )

@@ -7,24 +7,36 @@ Output of ``export_class(dataset, "a", 0.05, out_dir)``
 ``out_dir/subtomograms/a_snr0.05_000000.mrc`` ...
     One float32 `D`³ volume per particle (RELION reads a subtomogram per file; ``n@stack.mrcs`` addresses
     2D images only), voxel size in the header. ``clean`` (∞) is exported as ``a_clean_*``.
+``out_dir/ctf/a_tomo0000.mrc`` ...
+    The 3D CTF of each source tomogram's subtomograms (:func:`cryoengine.tilt.subtomogram_ctf_weight`:
+    every tilt's CTF × exposure filter on its central slice, 0 in the missing wedge), `D`³ float32 on
+    the centred Fourier grid, the full-size ``rlnCtfImage`` layout RELION reads; shared by the particles
+    of one tomogram (one defocus per tomogram).
 ``out_dir/a_snr0.05.star``
-    ``data_optics`` (``rlnOpticsGroup`` 1, ``rlnImagePixelSize``, ``rlnImageSize`` `D`,
-    ``rlnImageDimensionality`` 3, and ``rlnVoltage``, ``rlnSphericalAberration``, ``rlnAmplitudeContrast``
-    from the dataset's ``optics`` attributes when it has them) and ``data_particles``, whose
-    ``rlnImageName`` is relative to the STAR file's directory. Written last, so a STAR file never names
-    a missing volume.
+    RELION 5 tomography subtomogram STAR: ``data_general`` (``rlnTomoSubTomosAre2DStacks`` 0: the
+    subtomograms are 3D volumes), ``data_optics`` (``rlnOpticsGroup`` 1, ``rlnImagePixelSize``,
+    ``rlnImageSize`` `D`, ``rlnImageDimensionality`` 3, ``rlnTomoTiltSeriesPixelSize`` = the voxel size,
+    ``rlnTomoSubtomogramBinning`` 1, ``rlnCtfDataAreCtfPremultiplied`` 0, and ``rlnVoltage``,
+    ``rlnSphericalAberration``, ``rlnAmplitudeContrast`` from the dataset's ``optics``) and
+    ``data_particles``, whose ``rlnImageName`` and ``rlnCtfImage`` are relative to the STAR file's
+    directory. Written last, so a STAR file never names a missing volume.
 ``out_dir/a_snr0.05.star.json``
     Provenance of the export, with the dataset's own.
 
 Conventions of ``data_particles``
     ``rlnCoordinateX/Y/Z``: the box centre in the source tomogram (voxels), ``position − shift`` with
-    ``(z, y, x)`` reversed. ``rlnOriginX/Y/ZAngst``: ``−shift · voxel_size_A``, reversed, because RELION
-    predicts a particle at box centre − origin (``ObservationModel::predictObservation`` shifts the
-    projection by ``−rlnOrigin``) while our particle sits at box centre + shift; so
+    ``(z, y, x)`` reversed. ``rlnCenteredCoordinateX/Y/ZAngst`` (RELION 5): the same point relative to
+    the tomogram centre (``slab_shape / 2``), in Å. ``rlnOriginX/Y/ZAngst``: ``−shift · voxel_size_A``,
+    reversed, because RELION predicts a particle at box centre − origin
+    (``ObservationModel::predictObservation`` shifts the projection by ``−rlnOrigin``) while our particle
+    sits at box centre + shift; so
     ``rlnCoordinate − rlnOrigin / pixel size`` is the particle centre ``position``, as RELION's
     re-centring computes it. ``rlnAngleRot/Tilt/Psi``: from ``rotation``. ``rlnDefocusU/V``:
     ``defocus_um · 10⁴`` Å, ``rlnDefocusAngle`` 0. ``rlnTomoName``: ``<class>_tomo<index:04d>``.
-    ``rlnClassNumber``: the class's position in the dataset's sorted classes, plus 1.
+    ``rlnClassNumber``: the class's stable label (:meth:`~cryoengine.store.Dataset.class_index`) plus 1.
+
+An existing output file is never overwritten unless ``force`` is set: exporting into a directory that
+already holds an export of the same class and level is an error naming the first such file.
 """
 
 from __future__ import annotations
@@ -39,10 +51,12 @@ import pandas as pd
 import starfile
 
 from cryoengine.atomic_file import atomic_path
+from cryoengine.ctf import CtfParameters
 from cryoengine.mrc import write_volume
 from cryoengine.provenance import provenance
 from cryoengine.rotation import rotation_to_relion_euler_deg
 from cryoengine.store import open_dataset
+from cryoengine.tilt import TiltScheme, subtomogram_ctf_weight
 
 __all__ = ["UnknownSnrLevelError", "export_class"]
 
@@ -59,6 +73,8 @@ def export_class(
     class_id: str,
     snr: float | str,
     out_dir: str | os.PathLike[str],
+    *,
+    force: bool = False,
 ) -> tuple[list[Path], Path]:
     """Write one class at one SNR level as per-particle MRC volumes and a RELION STAR file.
 
@@ -73,6 +89,8 @@ def export_class(
         ``math.inf`` for the noise-free volumes.
     out_dir
         Output directory (created if missing); see the module docstring for what goes in it.
+    force
+        Overwrite files of an earlier export; without it, an existing output file is an error.
 
     Returns
     -------
@@ -87,6 +105,10 @@ def export_class(
         ``class_id`` is not in the dataset.
     UnknownSnrLevelError
         ``snr`` is not one of the dataset's levels.
+    FileExistsError
+        An output file exists and ``force`` is False.
+    ValueError
+        The dataset lacks the ``tilt_scheme``, ``optics`` or ``sample`` attributes the workflow writes.
     """
     dataset = open_dataset(dataset_path)
     class_index = dataset.class_index(class_id)
@@ -94,6 +116,15 @@ def export_class(
     tag = "clean" if level is None else f"snr{dataset.snr_levels[level]:g}"
     out_dir = Path(out_dir)
     voxel_size_A = dataset.voxel_size_A
+    scheme, optics_attrs, slab_shape_zyx = _acquisition(dataset.attrs, dataset.path)
+    star_path = out_dir / f"{class_id}_{tag}.star"
+    if not force:
+        planned = [star_path, *(out_dir / "subtomograms").glob(f"{class_id}_{tag}_*.mrc")]
+        existing = next((path for path in planned if path.exists()), None)
+        if existing is not None:
+            raise FileExistsError(
+                f"{existing} exists (an earlier export); pass force=True (--force) to overwrite"
+            )
 
     mrc_paths: list[Path] = []
     columns: dict[str, list[np.ndarray]] = {
@@ -107,9 +138,28 @@ def export_class(
         for name, values in columns.items():
             values.append(getattr(block, name))
     rotation, shift, position, tomogram, defocus_um = (np.concatenate(columns[name]) for name in columns)
+    ctf_paths = {}
+    for index in np.unique(tomogram):
+        ctf = CtfParameters(
+            defocus_um=float(defocus_um[np.flatnonzero(tomogram == index)[0]]),
+            voltage_kV=optics_attrs["voltage_kV"],
+            cs_mm=optics_attrs["cs_mm"],
+            amplitude_contrast=optics_attrs["amplitude_contrast"],
+        )
+        weight = subtomogram_ctf_weight(
+            dataset.box,
+            scheme,
+            ctf,
+            voxel_size_A,
+            phase_flip=optics_attrs.get("phase_flip", False),
+            exposure_filtering=optics_attrs.get("exposure_filtering", True),
+        )
+        ctf_path = out_dir / "ctf" / f"{class_id}_tomo{int(index):04d}.mrc"
+        ctf_paths[int(index)] = write_volume(ctf_path, weight, voxel_size_A)
 
     rot_deg, tilt_deg, psi_deg = rotation_to_relion_euler_deg(rotation)
     box_centre_xyz = (position.astype(np.float64) - shift)[:, ::-1]
+    centred_xyz_A = (box_centre_xyz - np.asarray(slab_shape_zyx, dtype=np.float64)[::-1] / 2) * voxel_size_A
     origin_xyz_A = -shift.astype(np.float64)[:, ::-1] * voxel_size_A
     optics = pd.DataFrame(
         {
@@ -118,9 +168,12 @@ def export_class(
             "rlnImagePixelSize": [voxel_size_A],
             "rlnImageSize": [dataset.box],
             "rlnImageDimensionality": [3],
+            "rlnTomoTiltSeriesPixelSize": [voxel_size_A],
+            "rlnTomoSubtomogramBinning": [1.0],
+            "rlnCtfDataAreCtfPremultiplied": [0],
         }
     )
-    microscope = dataset.attrs.get("optics", {})  # absent from datasets written without the workflow
+    microscope = optics_attrs
     for column, key in (
         ("rlnVoltage", "voltage_kV"),
         ("rlnSphericalAberration", "cs_mm"),
@@ -135,6 +188,9 @@ def export_class(
             "rlnCoordinateX": box_centre_xyz[:, 0],
             "rlnCoordinateY": box_centre_xyz[:, 1],
             "rlnCoordinateZ": box_centre_xyz[:, 2],
+            "rlnCenteredCoordinateXAngst": centred_xyz_A[:, 0],
+            "rlnCenteredCoordinateYAngst": centred_xyz_A[:, 1],
+            "rlnCenteredCoordinateZAngst": centred_xyz_A[:, 2],
             "rlnAngleRot": rot_deg,
             "rlnAngleTilt": tilt_deg,
             "rlnAnglePsi": psi_deg,
@@ -144,12 +200,12 @@ def export_class(
             "rlnDefocusU": defocus_um.astype(np.float64) * 1e4,
             "rlnDefocusV": defocus_um.astype(np.float64) * 1e4,
             "rlnDefocusAngle": np.zeros(len(mrc_paths)),
+            "rlnCtfImage": [ctf_paths[int(t)].relative_to(out_dir).as_posix() for t in tomogram],
             "rlnOpticsGroup": np.ones(len(mrc_paths), dtype=int),
             "rlnClassNumber": np.full(len(mrc_paths), class_index + 1),
         }
     )
 
-    star_path = out_dir / f"{class_id}_{tag}.star"
     record = {
         "export": provenance({"dataset": str(dataset.path), "class_id": class_id, "snr": tag}),
         "dataset_provenance": dataset.attrs.get("provenance"),
@@ -157,8 +213,29 @@ def export_class(
     with atomic_path(star_path.with_name(star_path.name + ".json")) as tmp:
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     with atomic_path(star_path) as tmp:
-        starfile.write({"optics": optics, "particles": particles}, tmp)
+        general = {"rlnTomoSubTomosAre2DStacks": 0}
+        starfile.write({"general": general, "optics": optics, "particles": particles}, tmp)
     return mrc_paths, star_path
+
+
+def _acquisition(attrs: dict, dataset_path: Path) -> tuple[TiltScheme, dict, list[int]]:
+    """Tilt scheme, optics and slab shape of a dataset written by the workflow (``dataset_attrs``)."""
+    missing = [key for key in ("tilt_scheme", "optics", "sample") if key not in attrs]
+    if missing:
+        raise ValueError(
+            f"{dataset_path} has no {', '.join(missing)} attributes (the workflow's dataset_attrs); the "
+            "RELION export needs them for the 3D CTF and the centred coordinates"
+        )
+    tilt = attrs["tilt_scheme"]
+    scheme = TiltScheme(
+        tilt["min_angle_deg"],
+        tilt["max_angle_deg"],
+        tilt["step_deg"],
+        tilt["order"],
+        tilt["group_size"],
+        tilt["dose_per_tilt_e_per_A2"],
+    )
+    return scheme, attrs["optics"], list(attrs["sample"]["slab_shape_zyx"])
 
 
 def _level_index(snr: float | str, levels: tuple[float, ...], dataset_path: Path) -> int | None:

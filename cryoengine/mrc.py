@@ -52,9 +52,7 @@ def write_volume(
     volume = np.asarray(volume_zyx, dtype=np.float32)
     if volume.ndim != 3:
         raise ValueError(f"volume must be 3D (z, y, x), got shape {volume.shape}")
-    if provenance is not None:
-        with atomic_path(path.with_name(path.name + ".json")) as tmp:
-            tmp.write_text(json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n")
+    record = None if provenance is None else json.dumps(provenance, indent=2, sort_keys=True, default=str)
     with atomic_path(path) as tmp:
         with mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(volume)
@@ -64,6 +62,13 @@ def write_volume(
                     f"cryoengine {provenance.get('version')} {provenance.get('git_commit', '')[:12]}"[:80]
                 )
                 mrc.add_label(f"created {provenance.get('created_utc')} seed {provenance.get('seed')}"[:80])
+    if record is not None:  # after the map, so that a failed map write leaves no orphan record
+        try:
+            with atomic_path(path.with_name(path.name + ".json")) as tmp:
+                tmp.write_text(record + "\n")
+        except BaseException:
+            path.unlink(missing_ok=True)  # neither file rather than a map without its provenance
+            raise
     return path
 
 

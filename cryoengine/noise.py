@@ -151,10 +151,10 @@ def _checked_inputs(
         raise ValueError(f"noise_scale must be ({n},) finite values >= 0, got shape {scale_np.shape}")
     variance_np = np.asarray(to_numpy(variance), dtype=np.float64)
     if variance_np.shape != (n,) or not np.all(np.isfinite(variance_np)) or np.any(variance_np <= 0):
-        flat = np.flatnonzero(~(variance_np > 0)) if variance_np.shape == (n,) else []
+        flat: list[int] = np.flatnonzero(~(variance_np > 0)).tolist() if variance_np.shape == (n,) else []
         raise ValueError(
             f"signal_variance must be ({n},) finite values > 0, got shape {variance_np.shape}"
-            + (f"; not positive for particles {[int(i) for i in flat[:10]]}" if len(flat) else "")
+            + (f"; not positive for particles {flat[:10]}" if flat else "")
         )
     clean_xp = xp.asarray(clean, dtype=xp.float32)
     noise_xp = xp.asarray(noise, dtype=xp.float32)

@@ -12,7 +12,20 @@ from typing import Any
 
 from cryoengine import __version__
 
-__all__ = ["provenance"]
+__all__ = ["provenance", "record_invocation"]
+
+# What started this process, when the command line does not say it (a Snakemake script adapter).
+_invocation: list[str] | None = None
+
+
+def record_invocation(argv: list[str]) -> None:
+    """Record what started this process, for ``provenance()['argv']`` instead of ``sys.argv``.
+
+    Snakemake runs a rule's script from a temporary copy, so ``sys.argv`` names that file; the workflow's
+    adapters record ``["snakemake", "rule", <rule>, <wildcard>=<value>, ...]`` instead.
+    """
+    global _invocation
+    _invocation = [str(part) for part in argv]
 
 
 @functools.cache
@@ -53,7 +66,7 @@ def provenance(config: dict[str, Any] | None = None, seed: int | None = None) ->
         "version": __version__,
         "git_commit": _git_commit(),
         "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "argv": list(sys.argv),
+        "argv": list(sys.argv) if _invocation is None else list(_invocation),
         "python": platform.python_version(),
         "config": config,
         "seed": seed,

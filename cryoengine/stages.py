@@ -39,9 +39,16 @@ log = logging.getLogger(__name__)
 # The class-blind reference particle of the noise level (cryoengine.noise): a seeded phantom blob.
 _REFERENCE_SUBUNITS = 7
 _REFERENCE_SEED = 0
+# Margin around each box in the cells where targets are imaged alone: wider than the CTF's spread (a few
+# voxels at 2-5 µm defocus and 10 Å voxels), so that neighbouring cells do not see each other.
+_ISOLATION_MARGIN_VOX = 8
+# Fourth seed word of the stream that draws a tomogram's crowder classes (apart from its placements).
+_CROWDER_STREAM = 1
 
 __all__ = [
     "available_classes",
+    "crowder_classes",
+    "resolve_classes",
     "calibrate_noise",
     "class_density",
     "dataset_attrs",
@@ -154,6 +161,58 @@ def available_classes(config: EngineConfig) -> list[str]:
     return kept
 
 
+def resolve_classes(config: EngineConfig, out_path: str | Path) -> Path:
+    """Rule ``available_classes``: write the JSON list of :func:`available_classes` (fetches optional ones).
+
+    Returns
+    -------
+    Path
+        ``out_path``.
+    """
+    classes = available_classes(config)
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(json.dumps(classes) + "\n")
+    return Path(out_path)
+
+
+def crowder_classes(
+    config: EngineConfig, class_id: str, tomogram: int, available: Sequence[str]
+) -> list[str]:
+    """Draw the classes that may crowd one tomogram: ``sample.crowder_classes`` of the others, seeded.
+
+    The draw uses its own stream of the (class, tomogram) seed, so it needs no file and the workflow can
+    state each tomogram's inputs when it is parsed; a tomogram depends on these classes' maps only.
+
+    Parameters
+    ----------
+    config
+        Supplies ``sample.seed`` and ``sample.crowder_classes``.
+    class_id
+        Target class.
+    tomogram
+        Tomogram index.
+    available
+        Classes that exist (the configured ones, less optional classes that could not be fetched).
+
+    Returns
+    -------
+    list of str
+        Sorted crowder class ids: all the others when there are at most ``sample.crowder_classes``,
+        none without crowding.
+    """
+    others = sorted(set(available) - {class_id})
+    count = config.sample.crowder_classes
+    if config.sample.crowding_fraction == 0:
+        return []
+    if len(others) <= count:
+        return others
+    stream = np.random.SeedSequence(
+        [config.sample.seed, zlib.crc32(class_id.encode()), tomogram, _CROWDER_STREAM]
+    )
+    chosen = np.random.default_rng(stream).choice(len(others), size=count, replace=False)
+    return sorted(others[int(i)] for i in chosen)
+
+
 def tomogram_seed(base_seed: int, class_id: str, tomogram: int) -> np.random.SeedSequence:
     """Return the one seed from which all randomness of a (class, tomogram) flows (stable across runs)."""
     return np.random.SeedSequence([base_seed, zlib.crc32(class_id.encode()), tomogram])
@@ -185,7 +244,8 @@ def simulate_tomogram(
     tomogram
         Index of the tomogram within the class (with ``sample.seed`` it fixes every random draw).
     density_paths
-        Class id → density MRC, for the target and every class that may crowd it.
+        Class id → density MRC, for the target and the classes that may crowd this tomogram
+        (:func:`crowder_classes`); crowders are drawn uniformly among them.
     out_path
         Output ``.npz`` (:class:`~cryoengine.particles.ParticleSet` with ``clean``, ``noise``,
         ``noise_scale`` and ``signal_variance``).
@@ -306,7 +366,7 @@ def simulate_tomogram(
         config.resolution_A(),
         config.density.oversampling,
     )
-    cell = 2 * config.box
+    cell = config.box + 2 * _ISOLATION_MARGIN_VOX
     alone_shape, alone = isolated_placements(
         np.append(np.full(n, target), len(densities)),
         np.concatenate([centres, np.zeros((1, 3))]),
@@ -442,8 +502,8 @@ def simulate_class(
 ) -> Path:
     """All tomograms of one class, then noise calibration: what rules ``simulate`` + ``noise`` do together.
 
-    Density maps missing from ``density_dir`` (every available class is needed, as crowders) are made
-    first with :func:`density`.
+    Density maps missing from ``density_dir`` (the target's and its tomograms' crowder classes, see
+    :func:`crowder_classes`) are made first with :func:`density`.
 
     Returns
     -------
@@ -455,15 +515,22 @@ def simulate_class(
     if class_id not in classes:
         raise KeyError(f"unknown or unavailable class {class_id!r}; available: {', '.join(classes)}")
     paths = {other: density_dir / f"{other}.mrc" for other in classes}
-    for other, path in paths.items():
-        if not path.is_file():
-            density(config, other, path)
+    indices = range(config.sample.tomograms_per_class)
+    crowders = {index: crowder_classes(config, class_id, index, classes) for index in indices}
+    for other in {class_id}.union(*crowders.values()):
+        if not paths[other].is_file():
+            density(config, other, paths[other])
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{class_id}.", dir=out_path.parent) as scratch:
-        indices = range(config.sample.tomograms_per_class)
         tomograms = [
-            simulate_tomogram(config, class_id, index, paths, Path(scratch) / f"tomogram_{index}.npz")
+            simulate_tomogram(
+                config,
+                class_id,
+                index,
+                {c: paths[c] for c in [class_id, *crowders[index]]},
+                Path(scratch) / f"tomogram_{index}.npz",
+            )
             for index in tqdm(indices, desc=f"{class_id} tomograms", unit="tomogram", file=sys.stderr)
         ]
         return calibrate_noise(config, class_id, tomograms, out_path)

@@ -776,6 +776,11 @@ class Dataset:
                 node = group.get(name)
                 if not isinstance(node, zarr.Array):
                     raise DatasetFormatError(f"class {class_id!r} of {self.path} has no array {name!r}")
+                if node.shape[:1] != shape[:1]:
+                    raise DatasetFormatError(
+                        f"class {class_id!r} of {self.path}: count mismatch, array {name!r} holds "
+                        f"{node.shape[0]} particles but the class's count is {n}; rewrite the class"
+                    )
                 if node.shape != shape:
                     raise DatasetFormatError(
                         f"class {class_id!r} array {name!r} of {self.path} has shape {node.shape}, "
@@ -856,7 +861,8 @@ def inspect_dataset(path: str | os.PathLike[str], verify: bool = True) -> Inspec
     path
         The dataset directory.
     verify
-        Recompute every class's checksums (reads all data) and check the manifest.
+        Recompute every class's checksums (reads all data) and check the manifest; a dataset without
+        a manifest or without classes fails.
 
     Returns
     -------
@@ -867,6 +873,12 @@ def inspect_dataset(path: str | os.PathLike[str], verify: bool = True) -> Inspec
     dataset = open_dataset(path)
     failures: dict[str, str] = {}
     if verify:
+        if not dataset.classes:
+            failures["(dataset)"] = f"{dataset.path} holds no class groups"
+        if not dataset.attrs.get("classes"):
+            failures["(manifest)"] = (
+                f"{dataset.path} has no manifest: write_manifest has not run, so it may be incomplete"
+            )
         try:
             dataset._verify_manifest()
         except (ClassNotFoundError, DatasetFormatError) as error:
@@ -876,14 +888,15 @@ def inspect_dataset(path: str | os.PathLike[str], verify: bool = True) -> Inspec
     rows = []
     for class_id in dataset.classes:
         attrs = dataset.class_group(class_id).attrs.asdict()
-        status, median = "not checked", "?"
+        status, median, shards = "not checked", "?", "?"
         try:
+            shards = str(len(dataset.shard_ranges(class_id)))
             snr = dataset._per_particle_arrays(class_id)["snr"]
             median = " / ".join(f"{value:.3g}" for value in np.median(snr, axis=0))
             if verify:
                 dataset.verify(class_id)
                 status = "ok"
-        except ChecksumError as error:
+        except (ChecksumError, DatasetFormatError) as error:
             failures[class_id] = str(error)
             status = "FAILED"
         rows.append(
@@ -891,7 +904,7 @@ def inspect_dataset(path: str | os.PathLike[str], verify: bool = True) -> Inspec
                 class_id,
                 str(attrs.get("name", "")),
                 str(dataset.counts[class_id]),
-                str(len(dataset.shard_ranges(class_id))),
+                shards,
                 median,
                 _format_bytes(_directory_bytes(dataset.path / "classes" / class_id)),
                 status,

@@ -201,6 +201,12 @@ def fetch_pdb_entry(
     cached = cache_dir / f"{pdb_id}.cif.gz"
     found = find_pdb_entry(pdb_id, cache_dir, mirrors)
     if found == cached:
+        try:
+            _read_structure(cached)  # a truncated download or a damaged disk must not be trusted forever
+        except StructureError as error:
+            raise StructureError(
+                f"the cached entry is corrupt: {error}; delete {cached} to fetch it again"
+            ) from None
         return cached
     if found is not None:
         _write_mmcif_gz(_read_structure(found), cached)

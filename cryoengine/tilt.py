@@ -23,7 +23,12 @@ import scipy.fft
 from cryoengine.ctf import CtfParameters, ctf_of_frequency, exposure_filter, rfft2_frequencies_per_A
 from cryoengine.projector import TiltGeometry
 
-__all__ = ["TiltScheme", "apply_ctf_and_exposure_to_tilts", "draw_detector_noise_tilts"]
+__all__ = [
+    "TiltScheme",
+    "apply_ctf_and_exposure_to_tilts",
+    "draw_detector_noise_tilts",
+    "subtomogram_ctf_weight",
+]
 
 
 @dataclass(frozen=True)
@@ -185,3 +190,65 @@ def draw_detector_noise_tilts(tilts_shape: Sequence[int], rng: np.random.Generat
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"tilts_shape must be three positive integers, got {tilts_shape!r}")
     return rng.standard_normal(shape, dtype=np.float32)
+
+
+def subtomogram_ctf_weight(
+    box: int,
+    scheme: TiltScheme,
+    ctf: CtfParameters,
+    pixel_size_A: float,
+    *,
+    phase_flip: bool = False,
+    exposure_filtering: bool = True,
+) -> np.ndarray:
+    """3D transfer of a subtomogram: each tilt's CTF × exposure filter on its central slice, the wedge empty.
+
+    Tilt ``i`` samples the Fourier plane through the origin that contains ``k_y`` and the tilted in-plane
+    axis ``u_i = (sin θ_i, 0, cos θ_i)`` in ``(z, y, x)`` (plane normal ``(cos θ_i, 0, −sin θ_i)``); a
+    frequency ``k`` at distance ``d`` (voxels of the `D`³ Fourier grid) from that plane takes its weight
+    ``max(0, 1 − |d|)`` (linear interpolation onto the grid). The value at ``k`` is the weighted mean of
+    ``CTF(k_in-plane) · W(k, N_i)`` over the tilts whose plane passes within one voxel, and 0 where none
+    does: the missing wedge. This is what RELION's ``rlnCtfImage`` holds for a subtomogram.
+
+    Parameters
+    ----------
+    box
+        Edge `D` of the subtomogram (voxels).
+    scheme
+        Tilt scheme (angles and exposures).
+    ctf
+        CTF of the particle's tomogram.
+    pixel_size_A
+        Voxel size (Å).
+    phase_flip, exposure_filtering
+        As in :func:`apply_ctf_and_exposure_to_tilts`.
+
+    Returns
+    -------
+    np.ndarray
+        `(D, D, D)` float32 weight on the centred Fourier grid, ``(kz, ky, kx)``, zero frequency at index
+        ``D // 2`` (RELION's full-size 3D CTF image, origin at the centre).
+    """
+    if isinstance(box, bool) or not isinstance(box, int | np.integer) or box < 2:
+        raise ValueError(f"box must be an integer >= 2, got {box!r}")
+    freq = (np.arange(box) - box // 2) / box  # cycles/voxel, centred
+    kz, ky, kx = np.meshgrid(freq, freq, freq, indexing="ij")
+    total = np.zeros((box, box, box))
+    weights = np.zeros((box, box, box))
+    exposure = scheme.pre_exposure_e_per_A2 + 0.5 * scheme.dose_per_tilt_e_per_A2
+    for angle_deg, exposure_i in zip(scheme.tilt_angles_deg, exposure, strict=True):
+        theta = np.deg2rad(angle_deg)
+        distance_vox = np.abs(kz * np.cos(theta) - kx * np.sin(theta)) * box
+        weight = np.clip(1.0 - distance_vox, 0.0, None)
+        if not weight.any():
+            continue
+        in_plane_u = (kz * np.sin(theta) + kx * np.cos(theta)) / pixel_size_A  # cycles/Å
+        in_plane_y = ky / pixel_size_A
+        transfer = ctf_of_frequency(in_plane_y, in_plane_u, ctf, phase_flip=phase_flip)
+        if exposure_filtering:
+            transfer = transfer * exposure_filter(
+                np.hypot(in_plane_u, in_plane_y), exposure_i, ctf.voltage_kV
+            )
+        total += weight * transfer
+        weights += weight
+    return np.where(weights > 0, total / np.maximum(weights, 1.0), 0.0).astype(np.float32)

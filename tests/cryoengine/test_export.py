@@ -21,6 +21,16 @@ DATASET_ATTRS = {
     "snr_levels": LEVELS,
     "noise_realisations": 2,
     "class_labels": ["a", "b"],
+    "tilt_scheme": {
+        "min_angle_deg": -60.0,
+        "max_angle_deg": 60.0,
+        "step_deg": 6.0,
+        "order": "dose-symmetric",
+        "group_size": 2,
+        "dose_per_tilt_e_per_A2": 3.0,
+    },
+    "optics": {"voltage_kV": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.07, "phase_flip": False},
+    "sample": {"slab_shape_zyx": [30, 100, 120]},
 }
 
 
@@ -100,3 +110,42 @@ def test_unknown_class_lists_the_available_ones(dataset, tmp_path):
     path, _ = dataset
     with pytest.raises(ClassNotFoundError, match=r"class 'c' is not in .*available: a, b"):
         export_class(path, "c", "clean", tmp_path / "out")
+
+
+def test_relion5_star_carries_general_tomo_fields_and_a_3d_ctf_per_tomogram(dataset, tmp_path):
+    path, sets = dataset
+    particles = sets["a"]
+    _, star_path = export_class(path, "a", 0.05, tmp_path)
+    star = starfile.read(star_path, always_dict=True)
+    assert int(star["general"]["rlnTomoSubTomosAre2DStacks"]) == 0
+    optics = star["optics"]
+    assert optics["rlnTomoTiltSeriesPixelSize"].tolist() == [VOXEL_A]
+    assert optics["rlnTomoSubtomogramBinning"].tolist() == [1.0]
+    assert optics["rlnCtfDataAreCtfPremultiplied"].tolist() == [0]
+    table = star["particles"]
+    centred_xyz_A = table[[f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"]].to_numpy()
+    box_centre_zyx = particles.position - particles.shift
+    expected = (box_centre_zyx - np.array([30, 100, 120]) / 2)[:, ::-1] * VOXEL_A
+    np.testing.assert_allclose(centred_xyz_A, expected, atol=1e-3)
+    # one CTF volume per tomogram, zero in the missing wedge (beyond ±60° + one voxel), CTF on the slices
+    assert table["rlnCtfImage"].nunique() == len(np.unique(particles.tomogram))
+    with mrcfile.open(tmp_path / table["rlnCtfImage"].iloc[0]) as mrc:
+        weight = mrc.data.copy()
+    assert weight.shape == (BOX, BOX, BOX)
+    frequency = np.arange(BOX) - BOX // 2
+    kz, _, kx = np.meshgrid(frequency, frequency, frequency, indexing="ij")
+    elevation_deg = np.degrees(np.arctan2(np.abs(kz), np.abs(kx)))
+    radius = np.hypot(kz, kx)
+    wedge = (elevation_deg > 75) & (radius > 2)
+    assert wedge.any() and np.all(weight[wedge] == 0)
+    assert np.all(weight[(elevation_deg < 50) & (radius > 1)] != 0)
+    assert weight[BOX // 2, BOX // 2, BOX // 2] == pytest.approx(-0.07, abs=1e-6)  # −sin(amplitude phase)
+
+
+def test_export_refuses_to_overwrite_an_earlier_export_unless_forced(dataset, tmp_path):
+    path, _ = dataset
+    export_class(path, "a", "clean", tmp_path)
+    with pytest.raises(FileExistsError, match=r"a_clean.star exists .* force"):
+        export_class(path, "a", "clean", tmp_path)
+    export_class(path, "a", "clean", tmp_path, force=True)
+    export_class(path, "a", 0.1, tmp_path)  # another level beside it is fine

@@ -51,3 +51,15 @@ def test_truncated_file(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(MrcError, match="does not exist"):
         read_volume(tmp_path / "nope.mrc")
+
+
+def test_a_failed_map_write_leaves_no_orphan_record_and_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mrcfile, "new", full_disk)
+    with pytest.raises(OSError, match=r"No space left on device: '.*v\.mrc'"):
+        write_volume(tmp_path / "v.mrc", np.zeros((4, 4, 4)), 1.0, provenance({"a": 1}))
+    assert list(tmp_path.iterdir()) == []

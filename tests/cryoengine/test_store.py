@@ -66,9 +66,11 @@ def write_dataset(path: Path, seed: int = 0) -> dict[str, ParticleSet]:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> tuple[Path, dict[str, ParticleSet]]:
-    """A two-class dataset that tests only read."""
+    """A two-class dataset with its manifest, that tests only read."""
     path = tmp_path_factory.mktemp("shared") / "dataset.zarr"
-    return path, write_dataset(path)
+    sets = write_dataset(path)
+    write_manifest(path, list(COUNTS), DATASET_ATTRS)
+    return path, sets
 
 
 @pytest.fixture
@@ -196,6 +198,8 @@ def test_killed_writer_leaves_no_half_class_and_a_rewrite_cleans_up(written):
     write_class_group(path, "c", make_particles(2, seed=5, class_id="c"), {"name": "C"}, DATASET_ATTRS, SHARD)
     write_class_group(path, "a", sets["a"], {"name": "A"}, DATASET_ATTRS, SHARD)
     assert sorted(p.name for p in classes.iterdir()) == ["a", "b", "c", "zarr.json"]
+    open_dataset(path).verify("a")
+    write_manifest(path, ["a", "b", "c"], DATASET_ATTRS)
     open_dataset(path).verify()
 
 
@@ -414,6 +418,16 @@ def test_bad_write_arguments_are_named(tmp_path, change, message):
     assert not (tmp_path / "ds.zarr").exists()
 
 
+def test_inspect_fails_a_dataset_without_manifest_or_classes(tmp_path):
+    path = tmp_path / "jobs_done.zarr"
+    write_dataset(path)  # class jobs done, manifest not written
+    report = inspect_dataset(path)
+    assert not report.ok and list(report.failures) == ["(manifest)"] and "no manifest" in str(report)
+    write_class_group(tmp_path / "ds.zarr", "a", make_particles(2, 0, "a"), {}, DATASET_ATTRS)
+    shutil.rmtree(tmp_path / "ds.zarr" / "classes" / "a")
+    assert set(inspect_dataset(tmp_path / "ds.zarr").failures) == {"(dataset)", "(manifest)"}
+
+
 def test_inspect_shows_a_table_of_classes(shared):
     path, sets = shared
     report = inspect_dataset(path)
@@ -493,3 +507,15 @@ def test_a_format_1_dataset_still_reads_without_noise(written):
     assert inspect_dataset(path).ok and " v1, " in str(inspect_dataset(path))
     with pytest.raises(DatasetFormatError, match="format_version 1; this cryoengine writes version 2 only"):
         write_class_group(path, "c", make_particles(2, 0, "c"), {}, DATASET_ATTRS)
+
+
+def test_a_count_mismatch_is_named_as_such_and_inspect_reports_it(written):
+    path, _ = written
+    meta = json.loads((path / "classes" / "a" / "zarr.json").read_text())
+    meta["attributes"]["count"] = 8
+    (path / "classes" / "a" / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetFormatError, match=r"count mismatch, array 'clean' holds 7 particles .* is 8"):
+        open_dataset(path)[0]
+    report = inspect_dataset(path)
+    assert not report.ok and "count mismatch" in report.failures["a"]
+    assert "corrupt" not in report.failures["a"]

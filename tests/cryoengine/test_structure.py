@@ -149,3 +149,10 @@ def test_truncated_gzip(tmp_path, shared_data):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(StructureError, match="cut.pdb.gz"):
         read_atoms(path)
+
+
+def test_a_corrupt_cached_entry_is_not_trusted(shared_data, tmp_path):
+    cached = fetch_pdb_entry("1OEL", tmp_path / "cache", [shared_data], download=False)
+    cached.write_bytes(cached.read_bytes()[:2000])  # a truncated copy
+    with pytest.raises(StructureError, match=r"cached entry is corrupt: .* delete .*1OEL.cif.gz to fetch"):
+        fetch_pdb_entry("1OEL", tmp_path / "cache", [shared_data], download=False)

@@ -1,14 +1,16 @@
 """The Snakemake workflow on the CI configuration (.test/): structures → dataset.zarr, end to end.
 
-Covers what issue 4 asks of the pipeline: a dataset that ``inspect`` validates, items equal to the
-intermediates they came from, identical bytes from identical configs, resume after a kill during
-simulation and during sharding, one class rebuilt alone, and a changed parameter re-running only what
-depends on it.
+Covers what issues 4 and 8 ask of the pipeline: a dataset that ``inspect`` validates, items equal to the
+intermediates they came from, identical bytes from identical configs, resume after SIGTERM and SIGKILL
+at each rule, one class rebuilt alone, a job graph as narrow as the physics (dry-run job counts for each
+kind of change), and parsing that fetches nothing.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,11 +25,14 @@ import yaml
 from conftest import REPO_ROOT
 
 from cryoengine.cli import main
+from cryoengine.config import load_config
 from cryoengine.particles import ParticleSet
+from cryoengine.stages import crowder_classes
 from cryoengine.store import inspect_dataset, open_dataset
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-ARRAYS = ("clean", "noisy", "snr", "rotation", "shift", "position", "tomogram", "defocus_um")
+VOLUMES = ("clean", "noisy", "noise", "snr", "rotation", "shift", "position")
+ARRAYS = (*VOLUMES, "noise_scale", "tomogram", "defocus_um")
 
 
 def make_workdir(parent: Path) -> Path:
@@ -65,19 +70,26 @@ def run_ok(workdir: Path, *args: str) -> str:
     return result.stdout + result.stderr
 
 
-def planned_jobs(dry_run_output: str) -> set[tuple[str, str | None]]:
-    """(rule, class or None) of every job a dry run plans."""
+def planned_tomogram_jobs(dry_run_output: str) -> set[tuple[str, str | None, int | None]]:
+    """(rule, class or None, tomogram or None) of every job a dry run plans."""
     jobs = set()
-    for block in dry_run_output.split("\nrule ")[1:]:
+    for block in re.split(r"\n(?:rule|checkpoint) ", dry_run_output)[1:]:
         rule = block.split(":", 1)[0].strip()
         wildcards = next((line for line in block.splitlines() if "wildcards:" in line), "")
         cls = wildcards.split("cls=")[1].split(",")[0].strip() if "cls=" in wildcards else None
-        jobs.add((rule, cls))
+        tomogram = int(wildcards.split("tomogram=")[1].split(",")[0]) if "tomogram=" in wildcards else None
+        jobs.add((rule, cls, tomogram))
     return jobs
 
 
-def killed_when(workdir: Path, appears: str) -> None:
-    """Start the workflow and stop it (SIGTERM, as a cluster does first) as soon as ``appears`` exists."""
+def planned_jobs(dry_run_output: str) -> set[tuple[str, str | None]]:
+    """(rule, class or None) of every job a dry run plans."""
+    return {(rule, cls) for rule, cls, _ in planned_tomogram_jobs(dry_run_output)}
+
+
+def killed_when(workdir: Path, appears: str, how: signal.Signals = signal.SIGTERM) -> None:
+    """Start the workflow and stop it with ``how`` (SIGTERM, as a cluster does first; SIGKILL, as an
+    out-of-memory killer or a lost node does) as soon as ``appears`` exists."""
     process = subprocess.Popen(
         command(workdir, "all"),
         stdout=subprocess.DEVNULL,
@@ -91,7 +103,7 @@ def killed_when(workdir: Path, appears: str) -> None:
             assert process.poll() is None, f"the workflow finished before {appears} appeared"
             assert time.monotonic() < deadline, f"{appears} never appeared"
             time.sleep(0.02)
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, how)
         process.wait(timeout=120)
     finally:
         if process.poll() is None:
@@ -144,19 +156,24 @@ def test_dataset_validates_and_reports(reference, capsys):
         noise_log = (reference / "logs" / "noise" / f"{class_id}.log").read_text()
         assert f"read tomogram {tomograms}/{tomograms}" in noise_log and "median measured SNR" in noise_log
         assert "subtomograms written" in (reference / "logs" / "shard" / f"{class_id}.log").read_text()
+        record = json.loads((reference / "results" / "density" / f"{class_id}.mrc.json").read_text())
+        assert record["argv"] == ["snakemake", "rule", "density", f"cls={class_id}"]  # not a temp script
 
 
 def test_items_are_the_bytes_of_their_intermediate(reference):
     dataset = open_dataset(reference / "results" / "dataset.zarr")
     offset = 0
-    for class_id in sorted(dataset.classes):
+    config = yaml.safe_load((reference / "config.yaml").read_text())
+    assert dataset.classes == dataset.class_labels == tuple(config["classes"])  # label order = config order
+    for class_id in dataset.classes:
         particles = ParticleSet.load(reference / "results" / "particles" / f"{class_id}.npz")
         for i in (0, len(particles) - 1):
             item = dataset[offset + i]
             assert item.class_id == class_id
-            for name in ARRAYS[:-2]:
+            for name in VOLUMES:
                 assert getattr(item, name).tobytes() == getattr(particles, name)[i].tobytes(), name
             assert item.tomogram == particles.tomogram[i] and item.defocus_um == particles.defocus_um[i]
+            assert item.noise_scale == particles.noise_scale[i]
         offset += len(particles)
 
 
@@ -168,16 +185,29 @@ def again(reference, tmp_path_factory):
     return workdir
 
 
-def test_same_config_same_bytes_and_no_intermediates_left(reference, again):
+def test_same_config_same_bytes_and_only_tomogram_files_kept(reference, again):
     assert_same_arrays(dataset_arrays(again), dataset_arrays(reference))
-    assert not list((again / "results" / "particles").rglob("*.npz"))
+    assert not list((again / "results" / "particles").glob("*.npz"))  # the noise rule's output is temporary
+    assert len(list((again / "results" / "particles").glob("*/tomogram_*.npz"))) == 8  # simulate's is kept
 
 
-@pytest.mark.parametrize("stage", ["logs/simulate/*/*.log", "logs/shard/*.log"])
-def test_resume_after_a_kill(reference, tmp_path, stage):
+@pytest.mark.parametrize(
+    ("stage", "how"),
+    [
+        ("logs/simulate/*/*.log", signal.SIGTERM),
+        ("logs/simulate/*/*.log", signal.SIGKILL),
+        ("logs/noise/*.log", signal.SIGKILL),
+        ("logs/shard/*.log", signal.SIGKILL),
+    ],
+)
+def test_resume_after_a_kill(reference, tmp_path, stage, how):
     workdir = make_workdir(tmp_path / "killed")
-    killed_when(workdir, stage)
+    killed_when(workdir, stage, how)
     assert not (workdir / "results" / "dataset_manifest.json").exists()
+    if how == signal.SIGKILL:  # a hard kill leaves Snakemake's lock behind: --unlock (README), then resume
+        locked = snakemake(workdir, "all")
+        assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
+        run_ok(workdir, "--unlock")
     run_ok(workdir, "all")
     assert inspect_dataset(workdir / "results" / "dataset.zarr").ok
     assert_same_arrays(dataset_arrays(workdir), dataset_arrays(reference))
@@ -194,25 +224,106 @@ def test_one_class_group_is_rebuilt_alone(reference, again, tmp_path):
     untouched = {c: (classes / c / "zarr.json").stat().st_mtime_ns for c in ("cage", "esterase", "hsp70")}
     shutil.rmtree(classes / "ring5")
     jobs = planned_jobs(run_ok(workdir, "all", "-n"))
-    assert {rule for rule, _ in jobs} == {"simulate", "noise", "shard", "manifest", "all"}, jobs
+    assert {rule for rule, _ in jobs} == {"noise", "shard", "manifest", "all"}, jobs  # tomograms are kept
     assert {cls for _, cls in jobs if cls} == {"ring5"}
     run_ok(workdir, "all")
     assert {c: (classes / c / "zarr.json").stat().st_mtime_ns for c in untouched} == untouched
     assert_same_arrays(dataset_arrays(workdir), dataset_arrays(reference))
 
 
-def test_changed_class_parameter_reruns_only_what_it_affects(again, tmp_path):
+def changed(again: Path, tmp_path: Path, edit, *args: str) -> set[tuple[str, str | None, int | None]]:
+    """The jobs a dry run plans after ``edit(config)`` on a copy of a finished workdir."""
     workdir = tmp_path / "changed"
     shutil.copytree(again, workdir, symlinks=True)
     config = yaml.safe_load((workdir / "config.yaml").read_text())
-    config["classes"]["ring5"]["seed"] = 99
+    edit(config)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    jobs = planned_jobs(run_ok(workdir, "all", "-n"))
-    # Only ring5's density changes (no structure is fetched again); every class is re-simulated
-    # because ring5 may crowd any of them.
-    assert {cls for rule, cls in jobs if rule == "density"} == {"ring5"}
-    assert not any(rule == "fetch_structure" for rule, _ in jobs)
-    assert {cls for rule, cls in jobs if rule == "simulate"} == {"cage", "esterase", "hsp70", "ring5"}
+    return planned_tomogram_jobs(run_ok(workdir, "all", "-n", *args))
+
+
+def tomograms_touched_by(workdir: Path, class_id: str) -> set[tuple[str, int]]:
+    """(class, tomogram) of the class's own tomograms and of those it may crowd."""
+    config = load_config(workdir / "config.yaml")
+    classes = list(config.classes)
+    return {
+        (target, tomogram)
+        for target in classes
+        for tomogram in range(config.sample.tomograms_per_class)
+        if target == class_id or class_id in crowder_classes(config, target, tomogram, classes)
+    }
+
+
+def rules_of(jobs) -> dict[str, set]:
+    found: dict[str, set] = {}
+    for rule, cls, tomogram in jobs:
+        found.setdefault(rule, set()).add(cls if tomogram is None else (cls, tomogram))
+    return found
+
+
+def test_nothing_reruns_when_nothing_changed(again, tmp_path):
+    assert changed(again, tmp_path, lambda config: None) == set()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda config: config["noise"].__setitem__("snr_levels", [0.1, 0.02]),
+        lambda config: config.setdefault("dataset", {}).__setitem__("shard_size", 2),
+    ],
+    ids=["snr_levels", "shard_size"],
+)
+def test_noise_and_shard_settings_never_rerun_simulate(again, tmp_path, edit):
+    jobs = rules_of(changed(again, tmp_path, edit))
+    assert set(jobs) == {"noise", "shard", "manifest", "all"}
+    assert jobs["noise"] == jobs["shard"] == {"cage", "esterase", "hsp70", "ring5"}
+
+
+def test_editing_a_description_touches_only_that_class_group(again, tmp_path):
+    jobs = rules_of(
+        changed(again, tmp_path, lambda config: config["classes"]["ring5"].update(description="x"))
+    )
+    assert jobs == {"noise": {"ring5"}, "shard": {"ring5"}, "manifest": {None}, "all": {None}}
+
+
+@pytest.mark.parametrize(
+    ("edit", "args"),
+    [
+        (lambda config: config["classes"]["ring5"].__setitem__("seed", 99), ()),
+        (lambda config: None, ("--forcerun", "results/density/ring5.mrc")),
+    ],
+    ids=["class_parameter", "forcerun_density"],
+)
+def test_a_changed_class_resimulates_its_tomograms_and_those_it_crowds_only(again, tmp_path, edit, args):
+    jobs = rules_of(changed(again, tmp_path, edit, *args))
+    touched = tomograms_touched_by(again, "ring5")
+    assert jobs["density"] == {"ring5"} and "fetch_structure" not in jobs
+    assert jobs["simulate"] == touched and len(touched) < 8  # 5 of the 8 tomograms with crowder_classes 1
+    assert jobs["noise"] == jobs["shard"] == {cls for cls, _ in touched}
+
+
+def test_a_changed_tilt_step_resimulates_every_tomogram_but_no_density(again, tmp_path):
+    jobs = rules_of(changed(again, tmp_path, lambda config: config["tilt"].__setitem__("step_deg", 10.0)))
+    assert len(jobs["simulate"]) == 8 and "density" not in jobs and "fetch_structure" not in jobs
+
+
+def test_parsing_fetches_nothing_and_optional_classes_are_resolved_by_a_rule(tmp_path):
+    workdir = make_workdir(tmp_path / "optional")
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["classes"] = {
+        "ring5": config["classes"]["ring5"],
+        "hsp70": {**config["classes"]["hsp70"], "optional": True},  # in the mirror
+        "missing": {"kind": "pdb", "pdb_id": "9ZZZ", "optional": True},  # nowhere
+    }
+    config["sample"]["tomograms_per_class"] = 1
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    for args in (("all", "-n"), ("--lint",)):
+        run_ok(workdir, *args)
+        assert not (workdir / "resources").exists()  # nothing copied into the structure cache
+    assert ("available_classes", None) in planned_jobs(run_ok(workdir, "all", "-n"))
+    run_ok(workdir, "all")
+    dataset = open_dataset(workdir / "results" / "dataset.zarr")
+    assert dataset.classes == ("ring5", "hsp70") and dataset.class_labels == ("ring5", "hsp70", "missing")
+    assert "skipping optional class missing" in (workdir / "logs" / "available_classes.log").read_text()
 
 
 def test_export_round_trip(reference, tmp_path):
@@ -236,4 +347,6 @@ def test_unknown_config_key_stops_the_workflow(tmp_path):
         handle.write("voxel_sise_A: 3\n")
     result = snakemake(workdir, "all", "-n")
     assert result.returncode != 0
-    assert "voxel_sise_A" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "voxel_sise_A: unknown key" in output
+    assert len(output.splitlines()) < 30  # the key and its parent, not the 1,000-line schema

@@ -1,18 +1,35 @@
-# Validation of the config (JSON schema generated from cryoengine.config, then the typed models) and the
-# input functions shared by the rules.
+# Validation of the config (repeated keys, the typed models, then the JSON schema generated from them) and the input functions shared by the rules. Parsing reads the config and nothing else: optional
+# classes are resolved by the checkpoint available_classes, and each input function names exactly the
+# files (and each params function exactly the settings) that its rule's output depends on.
+import json
 import os
 
 from snakemake.utils import validate
 
-from cryoengine.config import FileSource, MapSource, PdbSource, read_config_yaml, validate_config
+from cryoengine.config import (
+    FileSource,
+    MapSource,
+    PdbSource,
+    read_config_yaml,
+    validate_config,
+)
 from cryoengine.projector import cuda_available
-from cryoengine.stages import available_classes
+from cryoengine.stages import crowder_classes
 
 for configfile_path in workflow.configfiles:
-    read_config_yaml(configfile_path)  # repeated keys are errors (YAML keeps the last one silently)
-validate(config, "../schemas/config.schema.json", set_default=False)
+    read_config_yaml(
+        configfile_path
+    )  # repeated keys are errors (YAML keeps the last one silently)
+# The typed models first: their errors name the offending key (and its parent) in one line each; the
+# schema check after them then passes, instead of dumping the whole schema for one unknown key.
 ENGINE = validate_config(config, origin="workflow config")
-CLASSES = available_classes(ENGINE)
+validate(config, "../schemas/config.schema.json", set_default=False)
+CLASSES = list(
+    ENGINE.classes
+)  # every configured class; available_classes() after the checkpoint
+HAS_OPTIONAL = any(
+    isinstance(s, PdbSource) and s.optional for s in ENGINE.classes.values()
+)
 STRUCTURE_CACHE = str(ENGINE.structures.cache_dir)
 TOMOGRAMS = range(ENGINE.sample.tomograms_per_class)
 DATASET = str(ENGINE.dataset.path)
@@ -30,6 +47,14 @@ wildcard_constraints:
     tomogram="[0-9]+",
 
 
+def available_classes():
+    """Configured classes less optional ones that could not be fetched (read from the checkpoint)."""
+    if not HAS_OPTIONAL:
+        return CLASSES
+    with open(checkpoints.available_classes.get().output[0]) as handle:
+        return json.load(handle)
+
+
 def density_inputs(wildcards):
     """The structure file a class's density is built from (none for a procedural phantom)."""
     spec = ENGINE.classes[wildcards.cls]
@@ -41,24 +66,60 @@ def density_inputs(wildcards):
 
 
 def density_params(wildcards):
-    """Everything a class's density depends on, so that changing it re-runs only that class's rule."""
+    """Everything a class's density depends on (not its description), so that only its rule re-runs."""
     return {
         "voxel_size_A": ENGINE.voxel_size_A,
         "box": ENGINE.box,
         "density": ENGINE.density.model_dump(mode="json"),
-        "source": ENGINE.classes[wildcards.cls].model_dump(mode="json"),
+        "source": ENGINE.classes[wildcards.cls].model_dump(
+            mode="json", exclude={"description"}
+        ),
+    }
+
+
+def tomogram_classes(wildcards):
+    """The target class and the classes that may crowd this tomogram (cryoengine.stages.crowder_classes)."""
+    crowders = crowder_classes(
+        ENGINE, wildcards.cls, int(wildcards.tomogram), available_classes()
+    )
+    return [wildcards.cls, *crowders]
+
+
+def simulate_inputs(wildcards):
+    """The density maps of the tomogram's target and crowder classes, and nothing else."""
+    return {
+        "densities": [f"results/density/{c}.mrc" for c in tomogram_classes(wildcards)]
     }
 
 
 def simulate_params(wildcards):
-    """Everything a tomogram depends on besides the density maps."""
+    """Everything one tomogram depends on besides the density maps (not the tomogram count, not SNRs)."""
     return {
         "box": ENGINE.box,
-        "sample": ENGINE.sample.model_dump(mode="json"),
+        "sample": ENGINE.sample.model_dump(
+            mode="json", exclude={"tomograms_per_class"}
+        ),
         "tilt": ENGINE.tilt.model_dump(mode="json"),
         "optics": ENGINE.optics.model_dump(mode="json"),
         "reconstruction": ENGINE.reconstruction.model_dump(mode="json"),
+        "noise": ENGINE.noise.model_dump(
+            mode="json", include={"realisations", "reference_diameter_A"}
+        ),
     }
+
+
+def shard_params(wildcards):
+    """What a class group holds besides its particles: the shard size and the class's metadata."""
+    return {
+        "shard_size": ENGINE.dataset.shard_size,
+        "class": ENGINE.classes[wildcards.cls].model_dump(mode="json"),
+        "class_labels": CLASSES,
+    }
+
+
+def dataset_groups(wildcards):
+    """Every class group the dataset will hold."""
+    return expand(f"{DATASET}/classes/{{cls}}", cls=available_classes())
 
 
 def dataset_of_group(class_group):

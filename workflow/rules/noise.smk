@@ -1,4 +1,5 @@
-# Calibrated noise: a class's subtomograms at every SNR level (signal + α·noise, α per particle).
+# Noise levels: a class's subtomograms at every SNR level (signal + α₁/√s · noise[l mod K], α₁ class-blind
+# per tomogram), each particle's own SNR measured. Depends on the SNR levels only.
 
 
 rule noise:
@@ -17,6 +18,6 @@ rule noise:
     conda:
         "../../envs/cryoengine.yaml"
     params:
-        depends=lambda wildcards: ENGINE.noise.model_dump(mode="json"),
+        depends=lambda wildcards: ENGINE.noise.snr_levels,
     script:
         "../scripts/noise.py"

@@ -15,14 +15,14 @@ rule shard:
         "../../envs/cryoengine.yaml"
     params:
         dataset=lambda wildcards, output: dataset_of_group(output[0]),
-        depends=lambda wildcards: ENGINE.dataset.shard_size,
+        depends=shard_params,
     script:
         "../scripts/shard.py"
 
 
 rule manifest:
     input:
-        expand(f"{DATASET}/classes/{{cls}}", cls=CLASSES),
+        dataset_groups,
     output:
         "results/dataset_manifest.json",
     log:
@@ -31,6 +31,6 @@ rule manifest:
         "../../envs/cryoengine.yaml"
     params:
         dataset=lambda wildcards, input: dataset_of_group(input[0]),
-        classes=CLASSES,
+        classes=lambda wildcards: available_classes(),
     script:
         "../scripts/manifest.py"

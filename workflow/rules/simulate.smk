@@ -1,12 +1,15 @@
 # Imaging: one rule per (class, tomogram) simulates the crowded sample, its CTF tilt series and the
-# reconstructions of signal and detector noise, and cuts the class's subtomograms with ground truth.
+# reconstructions of signal and K detector-noise realisations, and cuts the class's subtomograms with ground
+# truth. A tomogram reads the maps of its target and of the few classes that may crowd it (drawn from its
+# seed: sample.crowder_classes), so a changed class re-simulates its own tomograms and those it crowds. The
+# per-tomogram files are kept: SNR levels and shard size are applied downstream and never re-run this.
 
 
 rule simulate:
     input:
-        densities=expand("results/density/{cls}.mrc", cls=CLASSES),
+        unpack(simulate_inputs),
     output:
-        temp("results/particles/{cls}/tomogram_{tomogram}.npz"),
+        "results/particles/{cls}/tomogram_{tomogram}.npz",
     log:
         "logs/simulate/{cls}/tomogram_{tomogram}.log",
     benchmark:
@@ -16,7 +19,7 @@ rule simulate:
     resources:
         gpu=SIMULATE_GPUS,
     params:
-        classes=CLASSES,
+        classes=tomogram_classes,
         depends=simulate_params,
     script:
         "../scripts/simulate.py"

@@ -10,6 +10,11 @@ from pathlib import Path
 
 from cryoengine import stages
 from cryoengine.config import validate_config
+from cryoengine.provenance import record_invocation
+
+record_invocation(
+    ["snakemake", "rule", snakemake.rule, *(f"{k}={v}" for k, v in snakemake.wildcards.items())]
+)
 
 config = validate_config(snakemake.config, origin="workflow config")
 stages.fetch_structure(config, snakemake.wildcards.pdb_id, cache_dir=Path(snakemake.output[0]).parent)

@@ -8,6 +8,11 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %
 
 from cryoengine import stages
 from cryoengine.config import validate_config
+from cryoengine.provenance import record_invocation
+
+record_invocation(
+    ["snakemake", "rule", snakemake.rule, *(f"{k}={v}" for k, v in snakemake.wildcards.items())]
+)
 
 config = validate_config(snakemake.config, origin="workflow config")
 stages.calibrate_noise(config, snakemake.wildcards.cls, snakemake.input.tomograms, snakemake.output[0])

@@ -8,6 +8,11 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %
 
 from cryoengine import stages
 from cryoengine.config import validate_config
+from cryoengine.provenance import record_invocation
+
+record_invocation(
+    ["snakemake", "rule", snakemake.rule, *(f"{k}={v}" for k, v in snakemake.wildcards.items())]
+)
 
 config = validate_config(snakemake.config, origin="workflow config")
 densities = dict(zip(snakemake.params.classes, snakemake.input.densities, strict=True))

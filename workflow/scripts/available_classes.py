@@ -1,0 +1,18 @@
+"""Adapter of checkpoint available_classes → cryoengine.stages.resolve_classes."""
+
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+from cryoengine import stages
+from cryoengine.config import validate_config
+from cryoengine.provenance import record_invocation
+
+record_invocation(
+    ["snakemake", "rule", snakemake.rule, *(f"{k}={v}" for k, v in snakemake.wildcards.items())]
+)
+
+config = validate_config(snakemake.config, origin="workflow config")
+stages.resolve_classes(config, snakemake.output[0])
