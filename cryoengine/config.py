@@ -238,6 +238,18 @@ class DatasetSettings(_Model):
     )
 
 
+class PretrainSettings(_Model):
+    """The optional ``pretrain`` rule (not part of ``all``): ``python -m aptvit.fit`` on the dataset built."""
+
+    config: Path | None = Field(
+        None,
+        description=(
+            "Trainer YAML of python -m aptvit.fit (workdir-relative); None: the repository's "
+            "configs/pretrain_gpu.yaml. Its dataset and output paths are set by the rule."
+        ),
+    )
+
+
 class _SourceBase(_Model):
     description: str = Field("", description="Free text: what this class is (kept in dataset metadata).")
 
@@ -320,6 +332,7 @@ class EngineConfig(_Model):
     reconstruction: ReconstructionSettings = Field(default_factory=ReconstructionSettings)
     noise: NoiseSettings = Field(default_factory=NoiseSettings)
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
+    pretrain: PretrainSettings = Field(default_factory=PretrainSettings)
     classes: dict[str, ClassSpec] = Field(
         min_length=1, description="Class id (letters, digits, _ . -) → where its structure comes from."
     )

@@ -33,6 +33,9 @@ HAS_OPTIONAL = any(
 STRUCTURE_CACHE = str(ENGINE.structures.cache_dir)
 TOMOGRAMS = range(ENGINE.sample.tomograms_per_class)
 DATASET = str(ENGINE.dataset.path)
+PRETRAIN_CONFIG = str(
+    ENGINE.pretrain.config or workflow.source_path("../../configs/pretrain_gpu.yaml")
+)
 # simulate holds a GPU when its projector runs on CUDA ("auto" decides on the machine that plans the jobs;
 # on a cluster whose login node has no GPU, set reconstruction.backend: cuda).
 SIMULATE_GPUS = int(
