@@ -33,8 +33,14 @@ __all__ = [
     "rotation_grid",
 ]
 
-# Complex elements per correlation batch (particles × rotations × D³): ~0.5 GB of complex64 work arrays.
-_BATCH_ELEMENTS = 2**25
+# Complex elements per correlation batch (rows × rotations × D³). On CPU small batches stay in cache
+# (2²⁰: 1.5× less CPU time than 2²⁵ for a 32³ global search, benchmarks/evaluate.py); a GPU wants large
+# ones (2²⁵ ≈ 256 MB per complex64 work array).
+_BATCH_ELEMENTS = {"cpu": 2**20, "cuda": 2**25}
+
+
+def _batch_elements(device: torch.device) -> int:
+    return _BATCH_ELEMENTS.get(device.type, _BATCH_ELEMENTS["cpu"])
 
 
 @dataclass(frozen=True)
@@ -188,7 +194,7 @@ def align_exhaustive(
     scorer = _Scorer(particles, reference, particle_wedge, reference_wedge, max_shift_vox, max_frequency)
     grid = rotation_grid(global_step_deg, dtype=particles.dtype, device=particles.device)
     n_particles, box = particles.shape[0], particles.shape[-1]
-    chunk = max(1, _BATCH_ELEMENTS // (n_particles * box**3))
+    chunk = max(1, _batch_elements(particles.device) // (n_particles * box**3))
     best_score = torch.full((n_particles, 0), -torch.inf, dtype=particles.dtype, device=particles.device)
     best_index = torch.zeros((n_particles, 0), dtype=torch.long, device=particles.device)
     for first in range(0, grid.shape[0], chunk):
@@ -383,7 +389,7 @@ class _Scorer:
     def score(self, rotations: Tensor) -> tuple[Tensor, Tensor]:
         """Score `(B, 3, 3)` rotations shared by the rows or `(P, B, 3, 3)` per row: `(P, B)`, `(P, B, 3)`."""
         n_rows, box = self.spectra.shape[0], self.shape[0]
-        chunk = max(1, _BATCH_ELEMENTS // (n_rows * box**3))
+        chunk = max(1, _batch_elements(self.spectra.device) // (n_rows * box**3))
         scores, shifts = [], []
         for first in range(0, rotations.shape[-3], chunk):
             score, shift = self._score_batch(rotations[..., first : first + chunk, :, :])
