@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,8 +26,10 @@ from aptvit.tasks.wedge import MissingWedge, fourier_frequencies_zyx
 __all__ = [
     "Alignment",
     "align_exhaustive",
+    "PosePredictor",
     "alignment_errors",
     "constrained_correlation",
+    "exhaustive_pose_predictor",
     "frobenius_rotation_error",
     "refine_alignment",
     "rotation_grid",
@@ -41,6 +43,12 @@ _BATCH_ELEMENTS = {"cpu": 2**20, "cuda": 2**25}
 
 def _batch_elements(device: torch.device) -> int:
     return _BATCH_ELEMENTS.get(device.type, _BATCH_ELEMENTS["cpu"])
+
+
+PosePredictor = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+"""``(anchor (D, D, D), particles (N, D, D, D)) -> (R (N, 3, 3), t (N, 3))`` with
+``particle_i = R_i · anchor + t_i`` (the relative pose of DESIGN §8): the SE(3) head, or
+:func:`exhaustive_pose_predictor`."""
 
 
 @dataclass(frozen=True)
@@ -261,6 +269,43 @@ def refine_alignment(
     return Alignment(
         best_rotation, best_shift, best_score, (time.perf_counter() - start) / particles.shape[0]
     )
+
+
+def exhaustive_pose_predictor(
+    wedge: MissingWedge | None,
+    *,
+    global_step_deg: float = 10.0,
+    local_steps_deg: Sequence[float] = (5.0, 2.0),
+    n_candidates: int = 3,
+    max_shift_vox: int | None = None,
+    max_frequency: float = 0.5,
+) -> PosePredictor:
+    """Wrap the classical baseline as a :data:`PosePredictor`, for reference-free averaging.
+
+    Each particle is aligned to the anchor subtomogram by :func:`align_exhaustive`, both carrying the
+    lab-frame ``wedge``; the keyword arguments are those of :func:`align_exhaustive`.
+
+    Returns
+    -------
+    PosePredictor
+        ``predict(anchor, particles) -> (R, t)``.
+    """
+
+    def predict(anchor: Tensor, particles: Tensor) -> tuple[Tensor, Tensor]:
+        result = align_exhaustive(
+            particles,
+            anchor,
+            particle_wedge=wedge,
+            reference_wedge=wedge,
+            global_step_deg=global_step_deg,
+            local_steps_deg=local_steps_deg,
+            n_candidates=n_candidates,
+            max_shift_vox=max_shift_vox,
+            max_frequency=max_frequency,
+        )
+        return result.rotation, result.shift_zyx_vox
+
+    return predict
 
 
 def frobenius_rotation_error(rotation_pred: Tensor, rotation_true: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ frequency it is their mean, where none did it stays zero. Half-sets are fixed at
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,22 +17,17 @@ import torch
 from torch import Tensor
 
 from aptvit.rotation import rotate_volumes
-from aptvit.tasks.align import refine_alignment
+from aptvit.tasks.align import PosePredictor, refine_alignment
 from aptvit.tasks.fsc import FscCurve, fourier_shell_correlation
 from aptvit.tasks.wedge import MissingWedge
 
 __all__ = [
     "GoldStandardAverage",
-    "PosePredictor",
     "ReferenceFreeAverage",
     "average_with_poses",
     "gold_standard_average",
     "reference_free_average",
 ]
-
-PosePredictor = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-"""``(anchor (D, D, D), particles (N, D, D, D)) -> (R (N, 3, 3), t (N, 3))`` with
-``particle_i = R_i · anchor + t_i`` (the relative pose of DESIGN §8), e.g. the SE(3) head."""
 
 _BATCH = 64
 
@@ -229,7 +224,8 @@ def reference_free_average(
     particles
         `(N, D, D, D)` subtomograms of one class.
     predict_relative_pose
-        See :data:`PosePredictor`.
+        See :data:`~aptvit.tasks.align.PosePredictor` (the SE(3) head, or the classical
+        :func:`~aptvit.tasks.align.exhaustive_pose_predictor`).
     wedge, voxel_size_A, seed, wiener_constant
         As in :func:`gold_standard_average`.
     anchor_index

@@ -6,6 +6,7 @@ import torch
 from task_phantoms import degrees, phantom, posed_particles
 
 from aptvit.rotation import random_rotations, relative_pose, rotate_volumes
+from aptvit.tasks.align import exhaustive_pose_predictor
 from aptvit.tasks.average import average_with_poses, gold_standard_average, reference_free_average
 from aptvit.tasks.wedge import MissingWedge, fourier_frequencies_zyx
 from cryoengine.correlation import pearson_correlation
@@ -112,3 +113,18 @@ def test_bad_inputs_are_rejected():
         gold_standard_average(particles[:1], rotation[:1], shift[:1], wedge=WEDGE, voxel_size_A=10.0)
     with pytest.raises(ValueError, match="predict_relative_pose"):
         reference_free_average(particles, lambda a, v: (rotation[:2], shift), wedge=WEDGE, voxel_size_A=10.0)
+
+
+def test_reference_free_average_with_the_classical_predictor_recovers_the_relative_poses():
+    reference = phantom(BOX)
+    n = 6
+    rotation, shift = _poses(n, 8, shift_scale=0.5)
+    particles = posed_particles(reference, rotation, shift, WEDGE)
+    anchor_rotation, anchor_shift = rotation[2].expand(n, 3, 3), shift[2].expand(n, 3)
+    true_rotation, true_shift = relative_pose(anchor_rotation, anchor_shift, rotation, shift)
+    predictor = exhaustive_pose_predictor(WEDGE, global_step_deg=20.0, local_steps_deg=(10.0, 5.0))
+    result = reference_free_average(
+        particles, predictor, wedge=WEDGE, voxel_size_A=10.0, anchor_index=2, n_rounds=1
+    )
+    assert degrees(result.rotation, true_rotation).median() < 5.0
+    assert (result.shift_zyx_vox - true_shift).norm(dim=1).median() < 0.5
