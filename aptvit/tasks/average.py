@@ -150,6 +150,7 @@ def gold_standard_average(
     GoldStandardAverage
     """
     particles = torch.as_tensor(particles)
+    rotation, shift_zyx_vox = torch.as_tensor(rotation), torch.as_tensor(shift_zyx_vox)
     n = particles.shape[0]
     if n < 2:
         raise ValueError(f"gold-standard averaging needs at least 2 particles, got {n}")
@@ -173,7 +174,7 @@ def gold_standard_average(
     resolution_vs_count = []
     done = 0
     halves: list[Tensor] = []
-    for count in counts:
+    for count in sorted(set(counts.tolist()) | {n}):  # the maps and their FSC use every particle
         batch = order[done:count]
         for h in (0, 1):
             rows = torch.as_tensor(batch[half[batch] == h])
@@ -184,7 +185,8 @@ def gold_standard_average(
         halves = [_divide(*sums[h], wiener_constant) if sums[h] is not None else None for h in (0, 1)]
         if halves[0] is None or halves[1] is None:
             raise ValueError(f"count {count} leaves a half-set empty; use counts >= 2")
-        resolution_vs_count.append(fourier_shell_correlation(*halves).resolution_A(voxel_size_A))
+        if count in counts:
+            resolution_vs_count.append(fourier_shell_correlation(*halves).resolution_A(voxel_size_A))
     curve = fourier_shell_correlation(*halves)
     full = _divide(sums[0][0] + sums[1][0], sums[0][1] + sums[1][1], wiener_constant)
     return GoldStandardAverage(

@@ -66,6 +66,11 @@ def test_half_map_resolution_improves_as_particles_are_added():
     assert resolution[0] > resolution[1] > resolution[2] >= 2 * 10.0  # Å, never past Nyquist
     assert result.resolution_A == pytest.approx(resolution[-1])
     assert sorted(np.bincount(result.half).tolist()) == [40, 40]
+    partial = gold_standard_average(
+        particles, rotation, shift, wedge=WEDGE, voxel_size_A=10.0, counts=[4, 16]
+    )
+    assert partial.resolution_vs_count_A.tolist() == resolution[:2].tolist()
+    assert partial.resolution_A == pytest.approx(resolution[-1])  # the maps still use every particle
     default = gold_standard_average(particles[:23], rotation[:23], shift[:23], wedge=WEDGE, voxel_size_A=10.0)
     assert default.counts.tolist() == [5, 10, 20, 23]
 
