@@ -40,6 +40,9 @@ __all__ = [
 # ones (2²⁵ ≈ 256 MB per complex64 work array).
 _BATCH_ELEMENTS = {"cpu": 2**20, "cuda": 2**25}
 
+# Moves of the local search per step (each a rotation by one step about one axis).
+_MAX_MOVES = 12
+
 
 def _batch_elements(device: torch.device) -> int:
     return _BATCH_ELEMENTS.get(device.type, _BATCH_ELEMENTS["cpu"])
@@ -236,7 +239,7 @@ def refine_alignment(
     max_shift_vox: int | None = None,
     max_frequency: float = 0.5,
 ) -> Alignment:
-    """Local search from given rotations: at each step, hill-climb over the 3×3×3 axis-angle neighbours.
+    """Local search from given rotations: at each step, hill-climb by ±step about each axis.
 
     Parameters
     ----------
@@ -247,7 +250,8 @@ def refine_alignment(
     rotation
         `(N, 3, 3)` starting rotations (e.g. predicted by the SE(3) head).
     steps_deg
-        Neighbourhood steps (°), coarse to fine; each is climbed until the centre is best (at most 8 moves).
+        Neighbourhood steps (°), coarse to fine; each is climbed until no neighbour is better (at most
+        12 moves per step).
     particle_wedge, reference_wedge, max_shift_vox, max_frequency
         As in :func:`constrained_correlation`.
 
@@ -468,22 +472,22 @@ class _Scorer:
 def _refine(
     scorer: _Scorer, rotation: Tensor, steps_deg: Sequence[float], particle_of_row: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Hill-climb each row's rotation over 27 neighbours per step (row ``i`` is ``particle_of_row[i]``)."""
+    """Coordinate ascent of each row's rotation, ±step about each axis (row ``i`` is ``particle_of_row[i]``).
+
+    The 6 axis neighbours cost a quarter of the 26 of the 3×3×3 cube and reached the same error (0.4–1.0°
+    noise-free, 4.3° at SNR 0.05, 32³; benchmarks/evaluate.py) in 2.4–2.8× less time.
+    """
     if any(not step > 0 for step in steps_deg):
         raise ValueError(f"steps_deg must all be > 0, got {tuple(steps_deg)}")
     row_scorer = scorer.rows(particle_of_row)
-    offsets = torch.stack(
-        torch.meshgrid(
-            *[torch.tensor([0.0, -1.0, 1.0], dtype=rotation.dtype, device=rotation.device)] * 3, indexing="ij"
-        ),
-        dim=-1,
-    ).reshape(27, 3)  # the centre first, so ties keep the current rotation
+    axes = torch.eye(3, dtype=rotation.dtype, device=rotation.device)
+    offsets = torch.cat([torch.zeros_like(axes[:1]), axes, -axes])  # the centre first: ties keep it
     score, shift = row_scorer.score(rotation[:, None])
     score, shift = score[:, 0], shift[:, 0]
     for step_deg in steps_deg:
         neighbours = _rotation_from_axis_angle(offsets * math.radians(step_deg))
-        for _ in range(8):
-            candidates = neighbours[None] @ rotation[:, None]  # (rows, 27, 3, 3)
+        for _ in range(_MAX_MOVES):
+            candidates = neighbours[None] @ rotation[:, None]  # (rows, 7, 3, 3)
             candidate_score, candidate_shift = row_scorer.score(candidates)
             best = candidate_score.argmax(dim=1)
             rows = torch.arange(rotation.shape[0], device=rotation.device)
