@@ -2,16 +2,17 @@
 
 from aptvit.tasks.align import (
     Alignment,
+    PosePredictor,
     align_exhaustive,
     alignment_errors,
     constrained_correlation,
+    exhaustive_pose_predictor,
     frobenius_rotation_error,
     refine_alignment,
     rotation_grid,
 )
 from aptvit.tasks.average import (
     GoldStandardAverage,
-    PosePredictor,
     ReferenceFreeAverage,
     average_with_poses,
     gold_standard_average,
@@ -56,6 +57,7 @@ __all__ = [
     "embed_dataset",
     "embed_volumes",
     "embedding_cache_path",
+    "exhaustive_pose_predictor",
     "few_shot_classify",
     "gold_standard_average",
     "knn_classify",

@@ -9,7 +9,7 @@ frequency it is their mean, where none did it stays zero. Half-sets are fixed at
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,22 +17,17 @@ import torch
 from torch import Tensor
 
 from aptvit.rotation import rotate_volumes
-from aptvit.tasks.align import refine_alignment
+from aptvit.tasks.align import PosePredictor, refine_alignment
 from aptvit.tasks.fsc import FscCurve, fourier_shell_correlation
 from aptvit.tasks.wedge import MissingWedge
 
 __all__ = [
     "GoldStandardAverage",
-    "PosePredictor",
     "ReferenceFreeAverage",
     "average_with_poses",
     "gold_standard_average",
     "reference_free_average",
 ]
-
-PosePredictor = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-"""``(anchor (D, D, D), particles (N, D, D, D)) -> (R (N, 3, 3), t (N, 3))`` with
-``particle_i = R_i · anchor + t_i`` (the relative pose of DESIGN §8), e.g. the SE(3) head."""
 
 _BATCH = 64
 
@@ -155,6 +150,7 @@ def gold_standard_average(
     GoldStandardAverage
     """
     particles = torch.as_tensor(particles)
+    rotation, shift_zyx_vox = torch.as_tensor(rotation), torch.as_tensor(shift_zyx_vox)
     n = particles.shape[0]
     if n < 2:
         raise ValueError(f"gold-standard averaging needs at least 2 particles, got {n}")
@@ -168,30 +164,38 @@ def gold_standard_average(
     if counts is None:
         ladder = [m * 10**e for e in range(8) for m in (1, 2, 5)]
         counts = sorted({c for c in ladder if 5 <= c < n} | {n})
-    counts = np.asarray(sorted({int(c) for c in counts}))
-    if counts.size == 0 or counts[0] < 2 or counts[-1] > n:
-        raise ValueError(f"counts must lie in [2, {n}], got {counts.tolist()}")
+    requested = np.asarray(sorted({int(c) for c in counts}), dtype=int)
+    if requested.size == 0 or requested[0] < 2 or requested[-1] > n:
+        raise ValueError(f"counts must lie in [2, {n}], got {requested.tolist()}")
     # The order interleaves the halves so that every prefix holds them in equal parts.
     members = [generator.permutation(np.flatnonzero(half == h)) for h in (0, 1)]
     order = np.array([m[i] for i in range(max(map(len, members))) for m in members if i < len(m)])
-    sums = [None, None]
+    shape = tuple(particles.shape[1:])
+    numerators = [torch.zeros(shape, dtype=torch.complex128, device=particles.device) for _ in (0, 1)]
+    denominators = [torch.zeros(shape, dtype=torch.float64, device=particles.device) for _ in (0, 1)]
+    filled = [0, 0]
     resolution_vs_count = []
     done = 0
-    halves: list[Tensor] = []
-    for count in counts:
+    for count in sorted(set(requested.tolist()) | {n}):  # the maps and their FSC use every particle
         batch = order[done:count]
         for h in (0, 1):
             rows = torch.as_tensor(batch[half[batch] == h])
             if rows.numel():
-                part = _weighted_sums(particles[rows], rotation[rows], shift_zyx_vox[rows], wedge)
-                sums[h] = part if sums[h] is None else (sums[h][0] + part[0], sums[h][1] + part[1])
+                numerator, denominator = _weighted_sums(
+                    particles[rows], rotation[rows], shift_zyx_vox[rows], wedge
+                )
+                numerators[h] += numerator
+                denominators[h] += denominator
+                filled[h] += rows.numel()
         done = count
-        halves = [_divide(*sums[h], wiener_constant) if sums[h] is not None else None for h in (0, 1)]
-        if halves[0] is None or halves[1] is None:
+        if min(filled) == 0:
             raise ValueError(f"count {count} leaves a half-set empty; use counts >= 2")
-        resolution_vs_count.append(fourier_shell_correlation(*halves).resolution_A(voxel_size_A))
+        if count in requested:
+            maps = [_divide(numerators[h], denominators[h], wiener_constant) for h in (0, 1)]
+            resolution_vs_count.append(fourier_shell_correlation(*maps).resolution_A(voxel_size_A))
+    halves = [_divide(numerators[h], denominators[h], wiener_constant) for h in (0, 1)]
     curve = fourier_shell_correlation(*halves)
-    full = _divide(sums[0][0] + sums[1][0], sums[0][1] + sums[1][1], wiener_constant)
+    full = _divide(numerators[0] + numerators[1], denominators[0] + denominators[1], wiener_constant)
     return GoldStandardAverage(
         average=full,
         half_a=halves[0],
@@ -199,7 +203,7 @@ def gold_standard_average(
         half=half,
         fsc=curve,
         resolution_A=curve.resolution_A(voxel_size_A),
-        counts=counts,
+        counts=requested,
         resolution_vs_count_A=np.asarray(resolution_vs_count),
     )
 
@@ -229,7 +233,8 @@ def reference_free_average(
     particles
         `(N, D, D, D)` subtomograms of one class.
     predict_relative_pose
-        See :data:`PosePredictor`.
+        See :data:`~aptvit.tasks.align.PosePredictor` (the SE(3) head, or the classical
+        :func:`~aptvit.tasks.align.exhaustive_pose_predictor`).
     wedge, voxel_size_A, seed, wiener_constant
         As in :func:`gold_standard_average`.
     anchor_index
@@ -317,7 +322,8 @@ def _weighted_sums(
         particles = particles.float()
     if particles.ndim != 4 or len(set(particles.shape[1:])) != 1 or particles.shape[0] == 0:
         raise ValueError(f"particles must be (N, D, D, D) with N >= 1, got {tuple(particles.shape)}")
-    n, shape = particles.shape[0], tuple(particles.shape[1:])
+    n = particles.shape[0]
+    shape = (particles.shape[1], particles.shape[2], particles.shape[3])
     rotation = torch.as_tensor(rotation).to(particles)
     shift_zyx_vox = torch.as_tensor(shift_zyx_vox).to(particles)
     if rotation.shape != (n, 3, 3) or shift_zyx_vox.shape != (n, 3):

@@ -380,9 +380,9 @@ def _cross_validate(
             classifier.set_params(n_neighbors=min(classifier.n_neighbors, len(train)))
         predicted = classifier.fit(fold[train], labels[train]).predict(fold[test])
         accuracy.append(accuracy_score(labels[test], predicted))
-        macro_f1.append(
-            f1_score(labels[test], predicted, labels=np.unique(labels), average="macro", zero_division=0)
-        )
+        # Macro over the classes of this test fold: a class absent from it has no F1 to average.
+        present = np.unique(labels[test])
+        macro_f1.append(f1_score(labels[test], predicted, labels=present, average="macro", zero_division=0))
         confusion += confusion_matrix(labels[test], predicted, labels=np.arange(n_classes))
     accuracy_array, f1_array = np.asarray(accuracy), np.asarray(macro_f1)
     return ClassificationScores(

@@ -82,7 +82,7 @@ def fourier_shell_correlation(map_a: Tensor | np.ndarray, map_b: Tensor | np.nda
         raise ValueError(f"maps differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
     box = a.shape[0]
     spectrum_a, spectrum_b = torch.fft.fftn(a), torch.fft.fftn(b)
-    radius = fourier_frequencies_zyx(a.shape, dtype=torch.float64, device=a.device).norm(dim=-1)
+    radius = fourier_frequencies_zyx((box, box, box), dtype=torch.float64, device=a.device).norm(dim=-1)
     shell = torch.round(radius * box).long().flatten()
     n_shells = box // 2 + 1
     keep = shell < n_shells

@@ -259,7 +259,7 @@ def _embedding_map(embedding: Mapping[str, Any], class_names: list[str] | None) 
 def _rotation_histograms(alignment: Mapping[str, Mapping[str, Any]]) -> str:
     figure = Figure(figsize=(5, 3.5))
     axes = figure.subplots()
-    bins = np.linspace(0, 180, 37)
+    bins = np.linspace(0, 180, 37).tolist()
     for method, values in alignment.items():
         axes.hist(
             np.asarray(values["rotation_error_deg"]),

@@ -123,3 +123,18 @@ def test_bad_inputs_are_rejected_with_the_value():
         refine_alignment(reference[None], reference, torch.eye(3)[None], max_shift_vox=BOX)
     with pytest.raises(ValueError, match="step_deg"):
         rotation_grid(0.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs torch with CUDA")
+def test_cuda_scores_match_the_cpu_twin():
+    wedge = MissingWedge(-60.0, 60.0)
+    reference = phantom()
+    rotation = random_rotations(3, torch.Generator().manual_seed(12))
+    particles = posed_particles(reference, rotation, torch.zeros(3, 3), wedge)
+    grid = rotation_grid(30.0)
+    kwargs = {"particle_wedge": wedge, "reference_wedge": wedge}
+    score_cpu, shift_cpu = constrained_correlation(particles, reference, grid, **kwargs)
+    score_gpu, shift_gpu = constrained_correlation(particles.cuda(), reference.cuda(), grid.cuda(), **kwargs)
+    assert torch.allclose(score_gpu.cpu(), score_cpu, atol=1e-4)
+    assert torch.allclose(shift_gpu.cpu(), shift_cpu, atol=1e-3)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from aptvit.models import create_encoder
 from aptvit.tasks.embed import (
     cached_embed_dataset,
     embed_dataset,
@@ -125,3 +126,13 @@ def test_cache_is_reused_per_checkpoint_mtime_and_level_and_written_atomically(t
     assert len([p for p in tmp_path.iterdir() if p.suffix == ".npz"]) == 3
     with pytest.raises(ValueError, match="checkpoint_path"):
         cached_embed_dataset(encoder, dataset, checkpoint_path=tmp_path / "missing.ckpt")
+
+
+def test_an_aptvit_encoder_embeds_through_the_same_path():
+    encoder = create_encoder("aptvit_tiny", phase_selector="norm", depth=1)
+    volumes = np.random.default_rng(3).standard_normal((3, 16, 16, 16)).astype(np.float32)
+    features = embed_volumes(encoder, volumes, batch_size=2, progress=False)
+    assert features.shape == (3, encoder.embed_dim) and np.isfinite(features).all()
+    # The norm selector's offset choice makes the embedding invariant to circular shifts of the box.
+    shifted = np.roll(volumes, shift=(1, 2, 3), axis=(1, 2, 3))
+    np.testing.assert_allclose(embed_volumes(encoder, shifted, progress=False), features, atol=1e-4)

@@ -4,6 +4,7 @@ import torch
 
 from aptvit.rotation import random_rotations, rotate_volumes
 from aptvit.tasks.wedge import MissingWedge, fourier_frequencies_zyx
+from cryoengine.projector import TiltGeometry, backproject_tilts_to_volume, project_volume_to_tilts
 
 
 def test_measured_fraction_of_a_shell_is_the_tilt_range_over_180_degrees():
@@ -58,3 +59,21 @@ def test_tilt_range_is_read_from_the_dataset_attrs_and_checked():
     with pytest.raises(ValueError, match="rotation"):
         MissingWedge().weight((8, 8, 8), torch.eye(3))
     assert np.isclose(MissingWedge(-60, 60).missing_fraction, 1 / 3)
+
+
+def test_weight_matches_the_tilt_geometry_of_cryoengines_projector():
+    # Back-projected projections of an asymmetric tilt range hold power only on the measured planes.
+    box = 24
+    offset = np.arange(box) - box // 2
+    radius2 = offset[:, None, None] ** 2 + offset[None, :, None] ** 2 + offset[None, None, :] ** 2
+    volume = np.random.default_rng(0).standard_normal((box,) * 3) * np.exp(-radius2 / (2 * 5.0**2))
+    geometry = TiltGeometry((box,) * 3, tuple(np.arange(-30.0, 61.0, 3.0)))
+    back = backproject_tilts_to_volume(project_volume_to_tilts(volume, geometry, "cpu"), geometry, "cpu")
+    power = np.abs(np.fft.fftn(back)) ** 2
+    k = fourier_frequencies_zyx((box,) * 3).norm(dim=-1).numpy()
+    band = (k > 0.05) & (k < 0.4)
+    ours = MissingWedge(-30.0, 60.0).weight((box,) * 3).numpy().astype(bool)
+    mirrored = MissingWedge(-60.0, 30.0).weight((box,) * 3).numpy().astype(bool)
+    assert power[band & ours].sum() / power[band].sum() > 0.95
+    # Where the two conventions disagree (tilts 30°…60° against −60°…−30°), the data side with ours.
+    assert power[band & ours & ~mirrored].sum() > 10 * power[band & mirrored & ~ours].sum()
