@@ -34,7 +34,6 @@ from aptvit.tasks.embed import (
     embed_dataset,
     embed_volumes,
     embedding_cache_path,
-    standardise_subtomograms,
 )
 from aptvit.tasks.fsc import FscCurve, fourier_shell_correlation
 from aptvit.tasks.report import Report, write_report
@@ -72,7 +71,6 @@ __all__ = [
     "frobenius_rotation_error",
     "refine_alignment",
     "rotation_grid",
-    "standardise_subtomograms",
     "tomogram_folds",
     "write_report",
 ]

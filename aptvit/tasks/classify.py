@@ -29,7 +29,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
-from aptvit.tasks.embed import standardise_subtomograms
+from aptvit.data.views import standardise_volumes
 
 __all__ = [
     "ClassificationScores",
@@ -344,7 +344,7 @@ def raw_voxel_pca_features(volumes: np.ndarray, n_components: int = 32, seed: in
         raise ValueError(f"volumes must be (N, D, D, D) with N >= 2, got {volumes.shape}")
     if n_components < 1:
         raise ValueError(f"n_components must be >= 1, got {n_components}")
-    flat = standardise_subtomograms(torch.as_tensor(volumes, dtype=torch.float32)).flatten(1).numpy()
+    flat = standardise_volumes(torch.as_tensor(volumes, dtype=torch.float32)).flatten(1).numpy()
     pca = PCA(n_components=min(n_components, flat.shape[0]), random_state=seed)
     return pca.fit_transform(flat).astype(np.float32)
 

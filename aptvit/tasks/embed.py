@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from aptvit.data.views import standardise_volumes
 from cryoengine.atomic_file import atomic_path
 from cryoengine.store import Dataset
 
@@ -30,7 +31,6 @@ __all__ = [
     "embed_dataset",
     "embed_volumes",
     "embedding_cache_path",
-    "standardise_subtomograms",
 ]
 
 
@@ -57,27 +57,6 @@ class Embeddings:
     tomograms: np.ndarray
     indices: np.ndarray
     snr_level: float
-
-
-def standardise_subtomograms(volumes: Tensor) -> Tensor:
-    """Zero mean and unit variance over each subtomogram's box.
-
-    Parameters
-    ----------
-    volumes
-        `(N, ...)` subtomograms, one per leading index.
-
-    Returns
-    -------
-    Tensor
-        `(N, ...)` standardised copies; a constant box becomes zeros.
-    """
-    if volumes.ndim < 2:
-        raise ValueError(f"volumes must be (N, ...) with a box per row, got {tuple(volumes.shape)}")
-    dims = tuple(range(1, volumes.ndim))
-    centred = volumes - volumes.mean(dim=dims, keepdim=True)
-    scale = centred.square().mean(dim=dims, keepdim=True).sqrt()
-    return centred / scale.clamp_min(torch.finfo(volumes.dtype).tiny ** 0.5)
 
 
 def embed_volumes(
@@ -243,7 +222,7 @@ def _embed_batches(
             ) as bar,
         ):
             for batch in batches:
-                volumes = standardise_subtomograms(batch.to(device=device, dtype=dtype))
+                volumes = standardise_volumes(batch.to(device=device, dtype=dtype))
                 features = encoder(volumes[:, None])
                 if features.ndim != 2 or features.shape[0] != batch.shape[0]:
                     raise ValueError(f"encoder must return (B, C), got {tuple(features.shape)}")

@@ -47,7 +47,9 @@ def simulated_dataset(tmp_path_factory) -> Path:
     config = simulated_config(workdir)
     dataset = Path(config.dataset.path)
     for class_id in CLASSES:
-        particles = stages.simulate_class(config, class_id, workdir / "densities", workdir / f"{class_id}.npz")
+        particles = stages.simulate_class(
+            config, class_id, workdir / "densities", workdir / f"{class_id}.npz"
+        )
         stages.shard(config, class_id, particles, dataset)
     stages.manifest(config, list(CLASSES), dataset, workdir / "manifest.json")
     return dataset

@@ -21,7 +21,12 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::lightning.fabric.utilities.warnings.PossibleUserWarning"),
 ]
 
-SMALL_HEADS = {"embedding_dim": 32, "projector_hidden_dim": 64, "predictor_hidden_dim": 64, "pose_hidden_dim": 32}
+SMALL_HEADS = {
+    "embedding_dim": 32,
+    "projector_hidden_dim": 64,
+    "predictor_hidden_dim": 64,
+    "pose_hidden_dim": 32,
+}
 
 
 def _module(selector: str = "steerable", **overrides) -> PretrainModule:
@@ -122,17 +127,21 @@ def test_load_encoder_rebuilds_the_frozen_trained_encoder(straight_run, simulate
 
 @pytest.mark.slow
 def test_a_short_run_learns(simulated_dataset, tmp_path):
-    """Loss falls, the validation kNN accuracy rises above the untrained encoder's, the pose head beats chance.
+    """Loss falls, validation kNN accuracy rises above the untrained encoder's, the pose head beats chance.
 
     Fixed seeds; 4 classes (chance 0.25) at validation SNR 0.05 on held-out tomograms.
     """
     module, data = _module(), _data(simulated_dataset)
-    trainer = _trainer(tmp_path, max_steps=120, logger=L.pytorch.loggers.CSVLogger(tmp_path), log_every_n_steps=4)
+    trainer = _trainer(
+        tmp_path, max_steps=120, logger=L.pytorch.loggers.CSVLogger(tmp_path), log_every_n_steps=4
+    )
     before = trainer.validate(module, datamodule=data, verbose=False)[0]
     trainer.fit(module, datamodule=data)
     after = trainer.validate(module, datamodule=data, verbose=False)[0]
 
-    metrics = np.genfromtxt(tmp_path / "lightning_logs" / "version_0" / "metrics.csv", delimiter=",", names=True)
+    metrics = np.genfromtxt(
+        tmp_path / "lightning_logs" / "version_0" / "metrics.csv", delimiter=",", names=True
+    )
     loss = metrics["trainloss"][np.isfinite(metrics["trainloss"])]
     assert loss[-5:].mean() < loss[:5].mean() - 0.1
     assert after["val/knn_accuracy"] >= before["val/knn_accuracy"] + 0.15
@@ -158,7 +167,10 @@ def _cli_config(tmp_path, dataset, **model) -> str:
             "enable_model_summary": False,
             "num_sanity_val_steps": 0,
             "default_root_dir": str(tmp_path / "run"),
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path)}},
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(tmp_path)},
+            },
             "callbacks": [
                 {
                     "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",

@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
+from aptvit.data.views import standardise_volumes
 from aptvit.models import create_encoder
 from aptvit.tasks.embed import (
     cached_embed_dataset,
     embed_dataset,
     embed_volumes,
     embedding_cache_path,
-    standardise_subtomograms,
 )
 from cryoengine.particles import ParticleSet
 from cryoengine.rotation import random_rotations
@@ -55,14 +55,6 @@ def _write_dataset(path, counts=(5, 7)):
     return open_dataset(path)
 
 
-def test_standardisation_is_per_subtomogram():
-    volumes = torch.randn(3, 4, 5, 6) * torch.tensor([1.0, 5.0, 0.1])[:, None, None, None] + 7
-    standard = standardise_subtomograms(volumes)
-    assert torch.allclose(standard.mean(dim=(1, 2, 3)), torch.zeros(3), atol=1e-5)
-    assert torch.allclose(standard.std(dim=(1, 2, 3), unbiased=False), torch.ones(3), atol=1e-5)
-    assert torch.equal(standardise_subtomograms(torch.ones(2, 3, 3)), torch.zeros(2, 3, 3))
-
-
 def test_embedding_is_batched_frozen_standardised_and_restores_the_mode():
     encoder = _RecordingEncoder().train()
     volumes = np.random.default_rng(1).standard_normal((10, BOX, BOX, BOX)) * 4 + 3
@@ -75,7 +67,7 @@ def test_embedding_is_batched_frozen_standardised_and_restores_the_mode():
     assert encoder.training  # restored
     with torch.no_grad():
         expected = encoder.linear(
-            standardise_subtomograms(torch.as_tensor(volumes, dtype=torch.float32)).flatten(1)
+            standardise_volumes(torch.as_tensor(volumes, dtype=torch.float32)).flatten(1)
         )
     np.testing.assert_allclose(features, expected.numpy(), atol=1e-5)
     np.testing.assert_allclose(
