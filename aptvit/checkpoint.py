@@ -19,7 +19,15 @@ from aptvit.models.heads import PoseHead
 from aptvit.models.registry import create_encoder
 from aptvit.models.vit import APTViT
 
-__all__ = ["CheckpointError", "checkpoint_record", "load_encoder", "load_pose_head"]
+__all__ = [
+    "CheckpointError",
+    "checkpoint_record",
+    "load_encoder",
+    "has_pose_head",
+    "load_pose_head",
+    "require_compatible",
+    "untrained_encoder",
+]
 
 _RECORD_KEY = "aptvit"
 _ENCODER_PREFIX = "moco.encoder."
@@ -85,6 +93,35 @@ def load_encoder(
     return _frozen(encoder, device)
 
 
+def require_compatible(
+    path: str | os.PathLike[str], box: int, voxel_size_A: float, source: str = "the data"
+) -> None:
+    """Raise :class:`CheckpointError`, naming the checkpoint and ``source``, if box or voxel size differ."""
+    path = Path(path)
+    _check_data(path, checkpoint_record(path), box, voxel_size_A, source)
+
+
+def untrained_encoder(
+    path: str | os.PathLike[str], *, seed: int = 0, device: torch.device | str = "cpu"
+) -> APTViT:
+    """Build the checkpoint's encoder variant freshly initialised (seeded), frozen: the untrained baseline."""
+    spec = checkpoint_record(path).get("encoder") or {}
+    if "name" not in spec:
+        raise CheckpointError(
+            f"{path}: the checkpoint does not record its encoder variant (key aptvit.encoder)"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = create_encoder(spec["name"], **spec.get("overrides", {}))
+    encoder.variant = dict(spec)
+    return _frozen(encoder, device)
+
+
+def has_pose_head(path: str | os.PathLike[str]) -> bool:
+    """Whether the run of the checkpoint trained an SE(3) head (``pose_weight > 0``)."""
+    return any(key.startswith(_POSE_PREFIX) for key in _read(Path(path))["state_dict"])
+
+
 def load_pose_head(path: str | os.PathLike[str], *, device: torch.device | str = "cpu") -> PoseHead:
     """Rebuild the SE(3) pose head of a checkpoint, frozen and in eval mode.
 
@@ -116,17 +153,19 @@ def _read(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def _check_data(path: Path, record: dict[str, Any], box: int | None, voxel_size_A: float | None) -> None:
+def _check_data(
+    path: Path, record: dict[str, Any], box: int | None, voxel_size_A: float | None, source: str = "the data"
+) -> None:
     trained_box, trained_voxel = record.get("box"), record.get("voxel_size_A")
     if box is not None and trained_box is not None and int(box) != int(trained_box):
-        raise CheckpointError(f"{path} was trained on box {trained_box}, the data has box {box}")
+        raise CheckpointError(f"{path} was trained on box {trained_box}, {source} has box {box}")
     if (
         voxel_size_A is not None
         and trained_voxel is not None
         and abs(voxel_size_A - trained_voxel) > 1e-3 * trained_voxel
     ):
         raise CheckpointError(
-            f"{path} was trained at {trained_voxel} Å/voxel, the data has {voxel_size_A} Å/voxel"
+            f"{path} was trained at {trained_voxel} Å/voxel, {source} has {voxel_size_A} Å/voxel"
         )
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aptvit.data.views import standardise_volumes
 from aptvit.rotation import point_group_rotations, rotate_volumes, symmetric_geodesic_angle_rad
 from aptvit.tasks.wedge import MissingWedge, fourier_frequencies_zyx
 
@@ -31,6 +32,7 @@ __all__ = [
     "constrained_correlation",
     "exhaustive_pose_predictor",
     "frobenius_rotation_error",
+    "learned_pose_predictor",
     "refine_alignment",
     "rotation_grid",
 ]
@@ -308,6 +310,73 @@ def exhaustive_pose_predictor(
             max_frequency=max_frequency,
         )
         return result.rotation, result.shift_zyx_vox
+
+    return predict
+
+
+def learned_pose_predictor(
+    encoder: torch.nn.Module,
+    pose_head: torch.nn.Module,
+    *,
+    refine_wedge: MissingWedge | None = None,
+    refine_steps_deg: Sequence[float] = (),
+    max_shift_vox: int | None = None,
+    batch_size: int = 64,
+) -> PosePredictor:
+    """Wrap the pre-trained SE(3) head as a :data:`PosePredictor`, optionally refined by local search.
+
+    The anchor and each particle are standardised, encoded by the frozen encoder (hard phase pick) and
+    their token grids given to the pose head, which predicts ``particle = R · anchor + t``. With
+    ``refine_steps_deg`` the rotations are then refined by :func:`refine_alignment` (wedge-aware, both
+    subtomograms carrying ``refine_wedge``), which also measures the shifts.
+
+    Parameters
+    ----------
+    encoder
+        The frozen encoder (:func:`aptvit.checkpoint.load_encoder`).
+    pose_head
+        Its pose head (:func:`aptvit.checkpoint.load_pose_head`).
+    refine_wedge
+        Lab-frame missing wedge of the subtomograms, for the refinement.
+    refine_steps_deg
+        Steps of the local refinement; none: the head's prediction alone.
+    max_shift_vox
+        Largest shift the refinement considers.
+    batch_size
+        Particles encoded at once.
+
+    Returns
+    -------
+    PosePredictor
+        ``predict(anchor, particles) -> (R, t)``.
+    """
+    parameter = next(encoder.parameters())
+
+    def encode(volumes: Tensor) -> Tensor:
+        inputs = standardise_volumes(volumes.to(parameter.device, parameter.dtype)[:, None])
+        return encoder.forward_features(inputs, phase_mode="argmax")
+
+    def predict(anchor: Tensor, particles: Tensor) -> tuple[Tensor, Tensor]:
+        rotations, shifts = [], []
+        with torch.no_grad():
+            anchor_tokens = encode(anchor[None])
+            for chunk in particles.split(batch_size):
+                prediction = pose_head(anchor_tokens.expand(len(chunk), -1, -1), encode(chunk))
+                rotations.append(prediction.rotation.double().cpu())
+                shifts.append(prediction.translation_vox.double().cpu())
+        rotation, shift = torch.cat(rotations), torch.cat(shifts)
+        if not refine_steps_deg:
+            return rotation, shift
+        refined = refine_alignment(
+            particles,
+            anchor,
+            rotation,
+            particle_wedge=refine_wedge,
+            reference_wedge=refine_wedge,
+            steps_deg=refine_steps_deg,
+            max_shift_vox=max_shift_vox,
+        )
+        return refined.rotation, refined.shift_zyx_vox
 
     return predict
 

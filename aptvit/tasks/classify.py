@@ -35,6 +35,7 @@ __all__ = [
     "ClassificationScores",
     "ClusteringScores",
     "cluster_features",
+    "cross_validate_classifier",
     "few_shot_classify",
     "knn_accuracy",
     "knn_classify",
@@ -160,7 +161,7 @@ def linear_probe(
     def make() -> ClassifierMixin:
         return LogisticRegression(C=inverse_regularisation, max_iter=5000)
 
-    return _cross_validate(features, labels, tomograms, make, n_splits, seed, standardise=True)
+    return cross_validate_classifier(features, labels, tomograms, make, n_splits, seed, standardise=True)
 
 
 def knn_classify(
@@ -183,7 +184,7 @@ def knn_classify(
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    return _cross_validate(
+    return cross_validate_classifier(
         features,
         labels,
         tomograms,
@@ -269,7 +270,9 @@ def few_shot_classify(
         return LogisticRegression(max_iter=5000)
 
     return {
-        s: _cross_validate(features, labels, tomograms, make, n_splits, seed, standardise=True, shots=s)
+        s: cross_validate_classifier(
+            features, labels, tomograms, make, n_splits, seed, standardise=True, shots=s
+        )
         for s in shots
     }
 
@@ -349,7 +352,7 @@ def raw_voxel_pca_features(volumes: np.ndarray, n_components: int = 32, seed: in
     return pca.fit_transform(flat).astype(np.float32)
 
 
-def _cross_validate(
+def cross_validate_classifier(
     features: np.ndarray,
     labels: np.ndarray | None,
     tomograms: np.ndarray,
@@ -360,7 +363,25 @@ def _cross_validate(
     standardise: bool,
     shots: int | None = None,
 ) -> ClassificationScores:
-    """Score a classifier over the tomogram folds; the scaler sees the training fold's features only."""
+    """Score a classifier over the tomogram folds; the scaler sees the training fold's features only.
+
+    Parameters
+    ----------
+    features
+        `(N, F)` inputs of the classifier (features, or flattened subtomograms for a supervised model).
+    labels, tomograms, n_splits, seed
+        As in :func:`linear_probe`.
+    make_classifier
+        Returns a fresh scikit-learn classifier (``fit`` / ``predict``) for each fold.
+    standardise
+        Standardise each feature with the training fold's statistics first.
+    shots
+        Train on this many particles per class of the training fold (few-shot); all when None.
+
+    Returns
+    -------
+    ClassificationScores
+    """
     features = _check_features(features)
     if labels is None:
         raise ValueError(

@@ -38,7 +38,7 @@ from sklearn.decomposition import PCA
 
 from cryoengine.atomic_file import atomic_path
 
-__all__ = ["Report", "write_report"]
+__all__ = ["Report", "summary_table", "write_report"]
 
 # Keys of each section that are arrays for the figures, not metrics for metrics.json.
 _FIGURE_ONLY = {"embedding", "rotation_error_deg", "average", "ground_truth"}
@@ -85,7 +85,7 @@ def write_report(results: Mapping[str, Any], output_dir: str | os.PathLike[str])
     body = [f"<h1>{html.escape(str(results.get('title', 'APT-ViT evaluation')))}</h1>"]
     if "command" in results:
         body.append(f"<p>Command: <code>{html.escape(str(results['command']))}</code></p>")
-    body.append(_summary_table(datasets))
+    body.append(_summary_html(datasets))
     for figure_id, caption, png in figures:
         body.append(
             f'<figure id="{figure_id}"><img alt="{html.escape(caption)}" src="data:image/png;base64,{png}">'
@@ -111,32 +111,48 @@ def write_report(results: Mapping[str, Any], output_dir: str | os.PathLike[str])
     return Report(html_path, metrics_path, tuple(figure_id for figure_id, _, _ in figures))
 
 
-def _summary_table(datasets: Mapping[str, Any]) -> str:
-    """Rows dataset × SNR, columns methods: accuracy mean ± std."""
+def summary_table(datasets: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Tabulate accuracy mean ± std: rows dataset × SNR (highest first), columns methods.
+
+    Parameters
+    ----------
+    datasets
+        ``results["datasets"]`` (module docstring).
+
+    Returns
+    -------
+    tuple
+        The header (``dataset``, ``SNR``, then the methods) and the rows of cells, as text.
+    """
     methods: list[str] = []
     for dataset in datasets.values():
         for per_method in dataset.get("classification", {}).values():
             methods.extend(m for m in per_method if m not in methods)
-    if not methods:
-        return "<p>No classification results.</p>"
-    head = "".join(f"<th>{html.escape(m)}</th>" for m in methods)
     rows = []
     for name, dataset in datasets.items():
         for snr, per_method in sorted(dataset.get("classification", {}).items(), key=lambda kv: -_snr(kv[0])):
-            cells = []
+            cells = [str(name), str(snr)]
             for method in methods:
                 scores = per_method.get(method)
                 cells.append(
-                    f"<td>{scores['accuracy_mean']:.3f} ± {scores['accuracy_std']:.3f}</td>"
-                    if scores
-                    else "<td>–</td>"
+                    f"{scores['accuracy_mean']:.3f} ± {scores['accuracy_std']:.3f}" if scores else "–"
                 )
-            rows.append(
-                f"<tr><td>{html.escape(str(name))}</td><td>{html.escape(str(snr))}</td>{''.join(cells)}</tr>"
-            )
+            rows.append(cells)
+    return ["dataset", "SNR", *methods], rows
+
+
+def _summary_html(datasets: Mapping[str, Any]) -> str:
+    """Render the summary table as HTML."""
+    header, rows = summary_table(datasets)
+    if len(header) == 2:
+        return "<p>No classification results.</p>"
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
     return (
         "<h2>Summary: classification accuracy (mean ± std over tomogram folds)</h2>"
-        f"<table><tr><th>dataset</th><th>SNR</th>{head}</tr>{''.join(rows)}</table>"
+        f"<table><tr>{head}</tr>{body}</table>"
     )
 
 

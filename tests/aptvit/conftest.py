@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pretrain_factory import tiny_data, tiny_module, tiny_trainer
 
 from cryoengine import stages
 from cryoengine.config import validate_config
@@ -53,3 +54,12 @@ def simulated_dataset(tmp_path_factory) -> Path:
         stages.shard(config, class_id, particles, dataset)
     stages.manifest(config, list(CLASSES), dataset, workdir / "manifest.json")
     return dataset
+
+
+@pytest.fixture(scope="session")
+def straight_run(simulated_dataset, tmp_path_factory):
+    """Eight steps (two epochs of four batches) without interruption; its last.ckpt."""
+    root = tmp_path_factory.mktemp("straight")
+    module = tiny_module()
+    tiny_trainer(root, max_steps=8).fit(module, datamodule=tiny_data(simulated_dataset))
+    return module, root / "checkpoints" / "last.ckpt"

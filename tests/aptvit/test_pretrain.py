@@ -9,59 +9,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from pretrain_factory import SMALL_HEADS, tiny_data, tiny_module, tiny_trainer
 
 from aptvit import load_encoder
 from aptvit.checkpoint import CheckpointError, checkpoint_record
-from aptvit.data import SubtomogramDataModule
 from aptvit.fit import main as fit_main
-from aptvit.models import build_encoder
-from aptvit.training import PretrainModule, warmup_cosine_factor
+from aptvit.training import warmup_cosine_factor
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::lightning.fabric.utilities.warnings.PossibleUserWarning"),
 ]
-
-SMALL_HEADS = {
-    "embedding_dim": 32,
-    "projector_hidden_dim": 64,
-    "predictor_hidden_dim": 64,
-    "pose_hidden_dim": 32,
-}
-
-
-def _module(selector: str = "steerable", **overrides) -> PretrainModule:
-    torch.manual_seed(0)
-    encoder = build_encoder("aptvit_nano_p8", phase_selector=selector, embed_dim=48, depth=2, num_heads=2)
-    return PretrainModule(encoder, **{**SMALL_HEADS, "lr": 2e-3, "knn_k": 5, **overrides})
-
-
-def _data(dataset, **overrides) -> SubtomogramDataModule:
-    settings = {
-        "batch_size": 16,
-        "num_workers": 0,
-        "val_fraction": 0.34,  # one tomogram of three per class
-        "snr_range": (0.02, 0.2),
-        "val_snr": 0.05,
-        "shuffle_buffer": 64,
-        "seed": 0,
-    }
-    return SubtomogramDataModule([str(dataset)], **{**settings, **overrides})
-
-
-def _trainer(root, max_steps: int, **overrides) -> L.Trainer:
-    settings = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "max_steps": max_steps,
-        "logger": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "check_val_every_n_epoch": 1000,
-        "default_root_dir": str(root),
-        "callbacks": [L.pytorch.callbacks.ModelCheckpoint(dirpath=str(root / "checkpoints"), save_last=True)],
-    }
-    return L.Trainer(**{**settings, **overrides})
 
 
 @pytest.mark.parametrize(("warmup", "final"), [(0, 0.0), (10, 0.1)])
@@ -77,23 +34,16 @@ def test_warmup_cosine_reaches_its_end_points(warmup, final):
     assert np.all(np.diff(factors[warmup:]) <= 1e-12)
 
 
-@pytest.fixture(scope="module")
-def straight_run(simulated_dataset, tmp_path_factory):
-    """Eight steps (two epochs of four batches) without interruption; its last.ckpt."""
-    root = tmp_path_factory.mktemp("straight")
-    module = _module()
-    _trainer(root, max_steps=8).fit(module, datamodule=_data(simulated_dataset))
-    return module, root / "checkpoints" / "last.ckpt"
-
-
 @pytest.mark.slow
 def test_resume_from_a_checkpoint_repeats_the_uninterrupted_run(simulated_dataset, straight_run, tmp_path):
     straight, _ = straight_run
-    first = _module()
-    _trainer(tmp_path, max_steps=4).fit(first, datamodule=_data(simulated_dataset))
-    resumed = _module(seed=0)
-    _trainer(tmp_path, max_steps=8).fit(
-        resumed, datamodule=_data(simulated_dataset), ckpt_path=str(tmp_path / "checkpoints" / "last.ckpt")
+    first = tiny_module()
+    tiny_trainer(tmp_path, max_steps=4).fit(first, datamodule=tiny_data(simulated_dataset))
+    resumed = tiny_module(seed=0)
+    tiny_trainer(tmp_path, max_steps=8).fit(
+        resumed,
+        datamodule=tiny_data(simulated_dataset),
+        ckpt_path=str(tmp_path / "checkpoints" / "last.ckpt"),
     )
     reference = straight.state_dict()
     assert resumed.global_step == straight.global_step == 8
@@ -131,8 +81,8 @@ def test_a_short_run_learns(simulated_dataset, tmp_path):
 
     Fixed seeds; 4 classes (chance 0.25) at validation SNR 0.05 on held-out tomograms.
     """
-    module, data = _module(), _data(simulated_dataset)
-    trainer = _trainer(
+    module, data = tiny_module(), tiny_data(simulated_dataset)
+    trainer = tiny_trainer(
         tmp_path, max_steps=120, logger=L.pytorch.loggers.CSVLogger(tmp_path), log_every_n_steps=4
     )
     before = trainer.validate(module, datamodule=data, verbose=False)[0]
