@@ -1,5 +1,5 @@
 # Two entry points that set themselves up on a fresh machine:
-#   make demo   tiny dataset -> (later: short training -> evaluation report), outputs under demo/results
+#   make demo   tiny dataset -> short CPU pre-training -> evaluation report, outputs under demo/results
 #   make test   the test suite (what CI runs)
 # Set-up installs into .venv. torch is installed first and pinned so that pip keeps it: on this kind of
 # machine torch==2.13.0 resolves to a local CPU build; elsewhere pass TORCH="torch==X --index-url URL".
@@ -11,7 +11,7 @@ CORES  ?= 2
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean-demo
+.PHONY: demo test lint setup clean-demo FORCE
 
 setup: $(STAMP)
 
@@ -22,9 +22,28 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-demo: $(STAMP)
+DEMO        := demo/results
+DEMO_CKPT   := $(DEMO)/pretrain/checkpoints/last.ckpt
+DEMO_REPORT := $(DEMO)/report/report.html
+
+demo: $(DEMO_REPORT)
+	@echo "report: $(DEMO_REPORT) (metrics: $(DEMO)/report/metrics.json)"
+
+# Each step runs every time and does only what is missing: Snakemake re-runs only out-of-date jobs
+# (--unlock first clears the lock a hard kill leaves), the fit resumes from last.ckpt (a finished run
+# returns at once), the report is redrawn when the checkpoint changed.
+$(DEMO)/dataset_manifest.json: $(STAMP) FORCE
+	$(BIN)/snakemake --snakefile workflow/Snakefile --directory demo --unlock --quiet all
 	$(BIN)/snakemake --snakefile workflow/Snakefile --directory demo --cores $(CORES) all
-	$(BIN)/python -m cryoengine report demo/results
+	$(BIN)/python -m cryoengine report $(DEMO)
+
+$(DEMO_CKPT): $(DEMO)/dataset_manifest.json FORCE
+	$(BIN)/python -m aptvit.fit --config configs/pretrain_demo.yaml \
+		$$(test -f $(DEMO_CKPT) && echo --ckpt_path last)
+
+$(DEMO_REPORT): $(DEMO_CKPT)
+	$(BIN)/python -m aptvit.evaluate --checkpoint $(DEMO_CKPT) --dataset $(DEMO)/dataset.zarr \
+		-o $(DEMO)/report --cnn-epochs 10 --align-pairs 2 --exhaustive-step-deg 20 --average-particles 32
 
 test: $(STAMP)
 	$(BIN)/ruff check cryoengine aptvit tests benchmarks workflow/scripts
@@ -37,6 +56,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check cryoengine aptvit tests benchmarks workflow/scripts
 	$(BIN)/ruff format --check cryoengine aptvit tests benchmarks workflow/scripts
 	$(BIN)/mypy
+
+FORCE:
 
 clean-demo:
 	rm -rf demo/results demo/resources demo/logs demo/.snakemake
