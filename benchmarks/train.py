@@ -1,4 +1,10 @@
-"""Pre-training throughput (issue 9). Loader part: items/s of the shard-streaming data module per worker.
+"""Pre-training throughput (issue 9): the loader alone, the training step alone, and the two together.
+
+Step part (``--step``): the training step of :class:`aptvit.training.PretrainModule` on one synthetic batch
+held on the device (no loader), then ``Trainer.fit`` over the dataset (loader + step), in one run, for an
+encoder variant; end-to-end / step-alone is the fraction of the step's speed the loader lets through.
+
+Loader part: items/s of the shard-streaming data module per worker.
 
 Writes a synthetic format-2 dataset (default 4 classes × 500 particles of 32³, 10 tomograms per class,
 4 SNR levels, K = 2 unit-noise volumes, shards of 256) to a temporary directory, then streams one training
@@ -10,6 +16,7 @@ finish (``on_after_batch_transfer``: rigid transform + standardisation; here on 
 training there, and not part of the loader's cost). Usage::
 
     .venv/bin/python benchmarks/train.py [--classes 4] [--particles 500] [--workers 0 1 2]
+    .venv/bin/python benchmarks/train.py --step aptvit_nano_p8 [--device cuda --precision bf16-mixed]
 """
 
 from __future__ import annotations
@@ -130,6 +137,49 @@ def breakdown(path: Path, batch_size: int, **options) -> dict[str, float]:
     return per_item
 
 
+def step_rates(
+    path: Path, variant: str, batch_size: int, steps: int, device: str, precision: str, workers: int
+) -> tuple[float, float]:
+    """Samples/s of the training step alone (a fixed batch on the device) and of loader + step."""
+    import lightning as L
+
+    from aptvit.models import build_encoder
+    from aptvit.training import PretrainModule
+
+    def trainer(max_steps: int) -> L.Trainer:
+        return L.Trainer(
+            accelerator=device,
+            devices=1,
+            precision=precision,
+            max_steps=max_steps,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+        )
+
+    data = SubtomogramDataModule([str(path)], batch_size=batch_size, num_workers=workers, val_fraction=0.0)
+    data.setup("fit")
+    batch = data.on_after_batch_transfer(next(iter(data.train_dataloader())), 0)
+    module = PretrainModule(build_encoder(variant), warmup_fraction=0.0)
+    fixed = [batch] * (steps + 2)
+
+    class _Fixed(torch.utils.data.IterableDataset):
+        def __iter__(self):  # the same prepared batch, again and again: no reading, no views
+            return iter(fixed)
+
+    loader = torch.utils.data.DataLoader(_Fixed(), batch_size=None)
+    trainer(2).fit(module, loader)  # warm-up: allocations, kernels
+    start = time.perf_counter()
+    trainer(steps + 2).fit(module, loader)
+    alone = batch_size * steps / (time.perf_counter() - start)
+    start = time.perf_counter()
+    trainer(steps + 2).fit(module, datamodule=data)
+    together = batch_size * steps / (time.perf_counter() - start)
+    return alone, together
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=4)
@@ -138,8 +188,12 @@ def main() -> None:
     parser.add_argument("--tomograms", type=int, default=10, help="per class")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--step", metavar="VARIANT", help="measure the training step of this encoder variant")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps of --step")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (--step)")
+    parser.add_argument("--precision", default="32-true", help="precision of --step (bf16-mixed)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1 if args.step is None else torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "dataset.zarr"
         start = time.perf_counter()
@@ -148,6 +202,18 @@ def main() -> None:
             f"dataset: {args.classes} classes × {args.particles} particles of {args.box}³, format 2, "
             f"K = {REALISATIONS}, {len(SNR_LEVELS)} levels, written in {time.perf_counter() - start:.0f} s"
         )
+        if args.step:
+            workers = max(args.workers)
+            alone, together = step_rates(
+                path, args.step, args.batch_size, args.steps, args.device, args.precision, workers
+            )
+            print("\n| encoder | device | precision | batch | step alone /s | loader + step | ratio |")
+            print("|---|---|---|---:|---:|---:|---:|")
+            print(
+                f"| {args.step} | {args.device} | {args.precision} | {args.batch_size} | {alone:,.1f} | "
+                f"{together:,.1f} ({workers} workers) | {together / alone:.2f} |"
+            )
+            return
         epoch_rate(path, 0, args.batch_size)  # warm the page cache and the imports
         configurations = {
             "NRCL (clean key), transform": {},
