@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from aptvit.models import create_encoder, list_encoders
+from aptvit.models import create_encoder, list_encoders, phase_offsets_zyx, roll_volume_zyx
 from aptvit.models.vit import APTViT
 
 aten = torch.ops.aten
@@ -92,6 +92,7 @@ def matmul_flop_rate(device: torch.device, dtype: torch.dtype, size: int = 8192)
 
 
 SELECTORS = ("fixed", "norm", "steerable")
+SCORE_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def benchmark_variant(
@@ -100,7 +101,9 @@ def benchmark_variant(
     """Measure one variant with one selector; returns a row of figures."""
     torch.manual_seed(0)
     model: APTViT = create_encoder(name, phase_selector=phase_selector)
-    shape = (args.batch_size, 1, args.box, args.box, args.box)
+    # Batches the CPU can time in minutes: the p = 4 transformers cost ~10x the p = 8 ones per sample.
+    batch_size = args.batch_size or (8 if model.patch_size < 8 else 32)
+    shape = (batch_size, 1, args.box, args.box, args.box)
     volume = torch.randn(shape, device=device)
     upstream = torch.randn(shape, device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
@@ -147,12 +150,57 @@ def benchmark_variant(
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
         "selector_params": sum(p.numel() for p in model.phase_sampler.parameters()),
         "gflops_forward": flops_forward / 1e9,
-        "forward_per_s": args.batch_size / forward_s,
-        "train_per_s": args.batch_size / train_s,
+        "batch_size": batch_size,
+        "forward_per_s": batch_size / forward_s,
+        "train_per_s": batch_size / train_s,
         "selector_share_forward": select_s / forward_s,
         "selector_share_train": train_select_s / train_s,
-        "train_flop_rate": flops_train * args.batch_size / train_s,
+        "train_flop_rate": flops_train * batch_size / train_s,
     }
+
+
+def shift_consistency(patch_size: int, dtype: torch.dtype, num_volumes: int, box: int) -> float:
+    """Share of random volumes whose picked phase follows a random circular shift, scores in ``dtype``.
+
+    The pick of the shifted volume must be ``(k* + s) mod p``; a tie or a near-tie that round-off flips
+    breaks it (and with it the exact shift equivariance of the tokens).
+    """
+    torch.manual_seed(1)
+    scorer = create_encoder("aptvit_nano_p8", patch_size=patch_size).phase_sampler.scorer
+    assert scorer is not None
+    scorer = scorer.to(dtype)
+    volume = torch.randn(num_volumes, 1, box, box, box)
+    shifts = torch.randint(0, box, (num_volumes, 3))
+    shifted = roll_volume_zyx(volume, shifts)
+    offsets = phase_offsets_zyx(patch_size)
+    with torch.no_grad():
+        picked = offsets[scorer(volume.to(dtype), patch_size).argmax(dim=1)]
+        picked_shifted = offsets[scorer(shifted.to(dtype), patch_size).argmax(dim=1)]
+    return (picked_shifted == (picked + shifts) % patch_size).all(dim=1).float().mean().item()
+
+
+def selection_agreement(
+    phase_selector: str, patch_size: int, snr: float, num_volumes: int, box: int
+) -> float:
+    """Share of synthetic particles whose clean and noisy views pick the same phase (argmax, untrained).
+
+    Clean views are white noise low-passed by a Gaussian of 2 voxels (unit variance), noisy views add
+    white noise of variance ``1 / snr``; chance is ``1 / p³``.
+    """
+    torch.manual_seed(2)
+    encoder = create_encoder("aptvit_nano_p8", patch_size=patch_size, phase_selector=phase_selector)
+    sampler = encoder.phase_sampler
+    frequencies = torch.stack(
+        torch.meshgrid(torch.fft.fftfreq(box), torch.fft.fftfreq(box), torch.fft.rfftfreq(box), indexing="ij")
+    )
+    low_pass = torch.exp(-2 * (torch.pi * 2.0) ** 2 * frequencies.square().sum(dim=0))
+    spectrum = torch.fft.rfftn(torch.randn(num_volumes, 1, box, box, box), dim=(2, 3, 4)) * low_pass
+    clean = torch.fft.irfftn(spectrum, s=(box,) * 3, dim=(2, 3, 4))
+    clean = clean / clean.std(dim=(2, 3, 4), keepdim=True)
+    noisy = clean + torch.randn_like(clean) / snr**0.5
+    with torch.no_grad():
+        agree = sampler(clean).offsets_zyx == sampler(noisy).offsets_zyx
+    return agree.all(dim=1).float().mean().item()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -165,11 +213,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--dtype", default=None, choices=["fp32", "bf16"], help="default: bf16 on CUDA, else fp32"
     )
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 8 for p = 4, 32 for p = 8")
     parser.add_argument("--box", type=int, default=32, help="edge of the cubic input, voxels")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--ties", type=int, default=256, help="random volumes for the shift-consistency check (0: skip)"
+    )
+    parser.add_argument(
+        "--agreement", type=int, default=512, help="synthetic particles, clean/noisy agreement (0: skip)"
+    )
     parser.add_argument(
         "--clock", default=None, choices=["wall", "process"], help="default: wall on CUDA, process on CPU"
     )
@@ -189,23 +243,51 @@ def main(argv: list[str] | None = None) -> None:
     else:
         peak = float("nan")
         print(f"device: cpu, {torch.get_num_threads()} threads; {args.clock} clock")
-    print(f"batch {args.batch_size}, box {args.box}³, {args.dtype}, fastest of {args.repeats} after warm-up")
+    print(f"box {args.box}³, {args.dtype}, fastest of {args.repeats} after {args.warmup} warm-up call(s)")
     print()
     print(
-        "| variant | selector | params (M) | selector params | GFLOP/sample fwd | fwd samples/s"
+        "| variant | selector | batch | params (M) | selector params | GFLOP/sample fwd | fwd samples/s"
         " | fwd+bwd samples/s | selector share fwd | selector share fwd+bwd | MFU (train) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.variants:
         for phase_selector in args.selectors:
             row = benchmark_variant(name, phase_selector, args, device)
             mfu = f"{row['train_flop_rate'] / peak:.0%}" if device.type == "cuda" else "n/a"
             print(
-                f"| {name} | {phase_selector} | {row['params_M']:.2f} | {row['selector_params']:.0f} "
+                f"| {name} | {phase_selector} | {row['batch_size']} | {row['params_M']:.2f} "
+                f"| {row['selector_params']:.0f} "
                 f"| {row['gflops_forward']:.2f} | {row['forward_per_s']:.1f} | {row['train_per_s']:.1f} "
                 f"| {row['selector_share_forward']:.1%} | {row['selector_share_train']:.1%} | {mfu} |",
                 flush=True,
             )
+    if args.ties:
+        print()
+        print(f"Picked phase follows a random circular shift ({args.ties} random volumes, steerable scorer):")
+        print()
+        print("| patch size | float32 | bfloat16 |")
+        print("|---:|---:|---:|")
+        for patch_size in (4, 8):
+            shares = [shift_consistency(patch_size, dtype, args.ties, args.box) for dtype in SCORE_DTYPES]
+            print(f"| {patch_size} | " + " | ".join(f"{share:.1%}" for share in shares) + " |", flush=True)
+    if args.agreement:
+        print()
+        print(f"Clean and noisy views pick the same phase ({args.agreement} synthetic particles, untrained):")
+        print()
+        print("| patch size | selector | chance | SNR 10 | SNR 1 | SNR 0.1 |")
+        print("|---:|---|---:|---:|---:|---:|")
+        for patch_size in (4, 8):
+            for phase_selector in ("norm", "steerable"):
+                shares = [
+                    selection_agreement(phase_selector, patch_size, snr, args.agreement, args.box)
+                    for snr in (10.0, 1.0, 0.1)
+                ]
+                print(
+                    f"| {patch_size} | {phase_selector} | {1 / patch_size**3:.1%} | "
+                    + " | ".join(f"{share:.1%}" for share in shares)
+                    + " |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
