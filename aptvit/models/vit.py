@@ -343,14 +343,17 @@ class APTViT(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Return the names of parameters exempt from weight decay.
 
-        Biases, normalisation gains and the phase sampler's score scale: the 1-D and 0-D parameters outside
-        the phase scorer. The scorer's parameters are all weights (e3nn stores some of them flattened to
-        1-D, hence the exclusion); training gives ``phase_sampler.*`` its own parameter group.
+        Biases, normalisation gains and the phase sampler's score scale: every bias, every 0-D parameter and
+        the 1-D parameters outside the phase scorer. The scorer's other parameters are weights (the
+        steerable convolution keeps its self-connection weight 1-D, hence the exclusion); training gives
+        ``phase_sampler.*`` its own parameter group.
         """
         return {
             name
             for name, parameter in self.named_parameters()
-            if parameter.ndim <= 1 and not name.startswith("phase_sampler.scorer.")
+            if name.endswith(".bias")
+            or parameter.ndim == 0
+            or (parameter.ndim == 1 and not name.startswith("phase_sampler.scorer."))
         }
 
 

@@ -192,7 +192,8 @@ def test_no_weight_decay_names_biases_and_norm_gains_only():
     parameters = dict(model.named_parameters())
     assert {"blocks.0.norm1.weight", "blocks.0.attn.qkv.bias", "norm.bias"} <= names <= set(parameters)
     assert "blocks.0.attn.qkv.weight" not in names and "phase_sampler.log_score_scale" in names
-    assert not any(name.startswith("phase_sampler.scorer.") for name in names)  # e3nn's 1-D weights
+    assert "phase_sampler.scorer.mlp.0.bias" in names
+    assert "phase_sampler.scorer.conv.self_weight" not in names  # a 1-D weight
     assert all(parameters[name].ndim <= 1 for name in names)
 
 
