@@ -87,6 +87,10 @@ class SubtomogramDataModule(LightningDataModule):
         ``R_j R_iᵀ``, ``s_j − R_ij s_i`` from the ground truth.
     max_shift_vox
         Largest shift of the ``"transform"`` pairing (voxels), uniform in the ball.
+    rotate_key
+        Show the key in an independent uniform random orientation (on the batch's device), so that the
+        contrastive task asks for an embedding invariant to the particle's orientation, not only to noise:
+        with same-pose keys the embedding separates orientations of one class as readily as classes.
     shuffle_buffer
         Items each worker shuffles over (spanning several shards); 0 or 1 keeps the read order. The buffer
         holds finished views, 2 volumes per item (3 with the particle pairing): 256 MiB per worker for
@@ -113,6 +117,7 @@ class SubtomogramDataModule(LightningDataModule):
         key_view: Literal["clean", "noisy"] = "clean",
         pose_pairing: Literal["transform", "particle"] = "transform",
         max_shift_vox: float = 3.0,
+        rotate_key: bool = True,
         shuffle_buffer: int = 1024,
         val_snr: float | None = None,
         knn_bank_items: int = 2048,
@@ -160,6 +165,7 @@ class SubtomogramDataModule(LightningDataModule):
         self.key_view = key_view
         self.pose_pairing = pose_pairing
         self.max_shift_vox = float(max_shift_vox)
+        self.rotate_key = bool(rotate_key)
         self.shuffle_buffer = shuffle_buffer
         self.val_snr = val_snr
         if isinstance(knn_bank_items, bool) or not isinstance(knn_bank_items, int) or knn_bank_items < 0:
@@ -379,6 +385,7 @@ class SubtomogramDataModule(LightningDataModule):
             max_shift_vox=self.max_shift_vox,
             seed=self.seed,
             stream=TRAIN_STREAM,
+            rotate_key=self.rotate_key,
         )
         val = dataclasses.replace(
             train,

@@ -108,6 +108,8 @@ class ViewSampler:
         Largest shift of the ``"transform"`` pairing (voxels); drawn uniformly in the ball of that radius.
     seed, stream
         Base seed and stream (:data:`TRAIN_STREAM` or :data:`VAL_STREAM`).
+    rotate_key
+        Also draw a uniform random ``key_rotation``, applied to the key on the batch's device.
     """
 
     format_version: int
@@ -119,6 +121,7 @@ class ViewSampler:
     max_shift_vox: float
     seed: int
     stream: int
+    rotate_key: bool = False
 
     def item_rng(self, epoch: int, index: int) -> np.random.Generator:
         """Return the generator of one item: the same ``(seed, stream, epoch, index)``, the same draws."""
@@ -179,8 +182,9 @@ class ViewSampler:
         dict
             ``query`` `(D, D, D)`, ``query_snr``, ``key`` `(D, D, D)`, ``key_snr`` (∞ for clean),
             ``pose_rotation`` `(3, 3)` and ``pose_shift`` `(3,)` ("transform"), or ``partner`` `(D, D, D)`,
-            ``partner_rotation`` `(3, 3)`, ``partner_shift`` `(3,)` ("particle"), and ``label``,
-            ``rotation``, ``shift``, ``tomogram``, ``index`` of the particle.
+            ``partner_rotation`` `(3, 3)`, ``partner_shift`` `(3,)` ("particle"), ``key_rotation``
+            `(3, 3)` (``rotate_key``), and ``label``, ``rotation``, ``shift``, ``tomogram``, ``index`` of
+            the particle.
         """
         rng = self.item_rng(epoch, index)
         query, query_snr, k = self.noisy_view(block, row, rng)
@@ -211,6 +215,8 @@ class ViewSampler:
             out["partner"], _, _ = self.noisy_view(partner_block, partner_row, rng)
             out["partner_rotation"] = partner_block.rotation[partner_row].copy()
             out["partner_shift"] = partner_block.shift[partner_row].copy()
+        if self.rotate_key:
+            out["key_rotation"] = random_rotations(1, rng)[0]
         return out
 
 
@@ -228,7 +234,8 @@ def collate_items(items: list[dict[str, Any]]) -> dict[str, Tensor]:
         ``query``, ``key`` `(B, 1, D, D, D)` float32 (raw, not yet standardised), ``query_snr``,
         ``key_snr`` `(B,)` float32, ``pose_rotation`` `(B, 3, 3)`, ``pose_shift`` `(B, 3)` float32,
         ``label``, ``tomogram``, ``index`` `(B,)` int64, ``rotation`` `(B, 3, 3)`, ``shift`` `(B, 3)`
-        float32, and with the particle pairing ``partner`` `(B, 1, D, D, D)`.
+        float32, with the particle pairing ``partner`` `(B, 1, D, D, D)`, and ``key_rotation``
+        `(B, 3, 3)` when the items drew one.
     """
 
     def stack(name: str, dtype: torch.dtype) -> Tensor:
@@ -257,15 +264,18 @@ def collate_items(items: list[dict[str, Any]]) -> dict[str, Tensor]:
         rotation, shift = stack("pose_rotation", torch.float64), stack("pose_shift", torch.float64)
     batch["pose_rotation"] = rotation.to(torch.float32)
     batch["pose_shift"] = shift.to(torch.float32)
+    if "key_rotation" in items[0]:
+        batch["key_rotation"] = stack("key_rotation", torch.float32)
     return batch
 
 
 def apply_pose_views(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     """Finish a loader batch on its device: pose pair and per-subtomogram standardisation of every view.
 
-    ``pose_source`` is the standardised query. With the particle pairing ``pose_target`` is the
-    standardised partner; otherwise ``pose_target = standardise(rotate_volumes(pose_source, pose_rotation,
-    pose_shift))``, the transform applied on the fly.
+    ``pose_source`` is the standardised query. With ``key_rotation`` the key is rotated by it (about the
+    box centre) and ``key_unrotated`` keeps the standardised key as it was. With the particle pairing
+    ``pose_target`` is the standardised partner; otherwise ``pose_target =
+    standardise(rotate_volumes(pose_source, pose_rotation, pose_shift))``, the transform applied on the fly.
 
     Parameters
     ----------
@@ -282,6 +292,10 @@ def apply_pose_views(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     out = {name: value for name, value in batch.items() if name != "partner"}
     out["query"] = standardise_volumes(batch["query"])
     out["key"] = standardise_volumes(batch["key"])
+    if "key_rotation" in batch:
+        # The key seen in another orientation; the unrotated one stays the target of the phase pick.
+        out["key_unrotated"] = out["key"]
+        out["key"] = standardise_volumes(rotate_volumes(out["key"], batch["key_rotation"]))
     out["pose_source"] = out["query"]
     if "partner" in batch:
         out["pose_target"] = standardise_volumes(batch["partner"])

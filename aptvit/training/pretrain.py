@@ -229,12 +229,15 @@ class PretrainModule(L.LightningModule):
             losses["contrastive"] = symmetric_info_nce(
                 query.vector, query_2.vector, self._gather(key_2.vector), gathered_keys, positive, temperature
             )
-        if query.selection.scores is not None and key.selection.scores is not None:
+        if query.selection.scores is not None:
+            # The pick the momentum scorer makes on the clean view at the query's own position and pose.
+            target = key.selection.scores
+            if "key_unrotated" in batch:
+                with torch.no_grad():
+                    target = self.moco.momentum_encoder.phase_sampler.score_phases(batch["key_unrotated"])
             sampler = self.encoder.phase_sampler
-            losses["phase"] = phase_consistency_loss(
-                query.selection.scores, key.selection.scores, sampler.temperature
-            )
-            logs["phase_agreement"] = phase_agreement(query.selection.scores, key.selection.scores)
+            losses["phase"] = phase_consistency_loss(query.selection.scores, target, sampler.temperature)
+            logs["phase_agreement"] = phase_agreement(query.selection.scores, target)
             logs["log_score_scale"] = sampler.log_score_scale.detach()
         embedding = nn.functional.normalize(self.encoder.forward_head(query.tokens), dim=1)
         logs["embedding_std"] = embedding.std(dim=0).mean() * math.sqrt(embedding.shape[1])

@@ -236,8 +236,14 @@ def test_batch_contract_and_pose_target_is_the_transformed_source(dataset_path):
         "shift": (3, 3),
         "tomogram": (3,),
         "index": (3,),
+        "key_rotation": (3, 3, 3),
+        "key_unrotated": (3, 1, BOX, BOX, BOX),
     }
     assert {name: tuple(value.shape) for name, value in batch.items()} == shapes
+    # The key is the clean view in another, uniformly drawn orientation.
+    rotated_key = standardise_volumes(rotate_volumes(batch["key_unrotated"], batch["key_rotation"]))
+    assert torch.allclose(batch["key"], rotated_key, atol=1e-5)
+    assert not torch.allclose(batch["key"], batch["key_unrotated"], atol=1e-2)
     for name in ("query", "key", "pose_target"):
         assert torch.allclose(batch[name].mean((2, 3, 4)), torch.zeros(3, 1), atol=1e-5)
         assert torch.allclose(batch[name].var((2, 3, 4), correction=0), torch.ones(3, 1), atol=1e-4)
@@ -341,7 +347,7 @@ class _Recorder(LightningModule):
         self.seen.append((self.current_epoch, batch["index"].tolist(), set(batch)))
         return (self.weight - batch["query"].mean()) ** 2
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
         self.seen.append((-1, batch["index"].tolist(), set(batch)))
 
     def configure_optimizers(self):
@@ -352,7 +358,9 @@ class _Recorder(LightningModule):
 @pytest.mark.filterwarnings("ignore:Your `IterableDataset` has `__len__` defined")  # exact here
 @pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")  # Lightning 2.6's pytree use on torch 2.13
 def test_the_trainer_gets_finished_batches_and_a_new_order_each_epoch(dataset_path, tmp_path):
-    module = SubtomogramDataModule([dataset_path], batch_size=3, num_workers=0, val_fraction=0.3, seed=5)
+    module = SubtomogramDataModule(
+        [dataset_path], batch_size=3, num_workers=0, val_fraction=0.3, seed=5, knn_bank_items=0
+    )
     recorder = _Recorder()
     trainer = Trainer(
         max_epochs=2,
@@ -371,6 +379,17 @@ def test_the_trainer_gets_finished_batches_and_a_new_order_each_epoch(dataset_pa
     assert epochs[0] != epochs[1]
     validation = [b for e, b, _ in recorder.seen if e == -1]
     assert validation == 2 * _epoch_indices(module.val_stream, 0, 0, 1, 0, 1)
+
+
+def test_the_knn_bank_is_a_spread_of_the_training_split(dataset_path):
+    module = _module(dataset_path, knn_bank_items=6)
+    bank, validation = module.val_dataloader()
+    bank_items = [i for batch in bank for i in batch["index"].tolist()]
+    validation_items = [i for batch in validation for i in batch["index"].tolist()]
+    training_items = set(_flat_one(module.train_stream, 0)) | set(_flat_one(module.train_stream, 1))
+    assert 6 <= len(bank_items) < 12 and len(set(bank_items)) == len(bank_items)
+    assert set(bank_items) <= training_items and not set(bank_items) & set(validation_items)
+    assert module.dataset_record()["box"] == BOX
 
 
 def _flat_one(stream, epoch: int) -> list[int]:
