@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml
 
 DEMO        := demo/results
 DEMO_CKPT   := $(DEMO)/pretrain/checkpoints/last.ckpt
+DEMO_PLAIN  := $(DEMO)/pretrain_plain/checkpoints/last.ckpt
 DEMO_REPORT := $(DEMO)/report/report.html
 
 demo: $(DEMO_REPORT)
@@ -41,9 +42,15 @@ $(DEMO_CKPT): $(DEMO)/dataset_manifest.json FORCE
 	$(BIN)/python -m aptvit.fit --config configs/pretrain_demo.yaml \
 		$$(test -f $(DEMO_CKPT) && echo --ckpt_path last)
 
-$(DEMO_REPORT): $(DEMO_CKPT)
-	$(BIN)/python -m aptvit.evaluate --checkpoint $(DEMO_CKPT) --dataset $(DEMO)/dataset.zarr \
-		-o $(DEMO)/report --cnn-epochs 10 --align-pairs 2 --exhaustive-step-deg 20 --average-particles 32
+# The plain-ViT twin, pre-trained with the same recipe: the report's baseline for the phase selector.
+$(DEMO_PLAIN): $(DEMO)/dataset_manifest.json FORCE
+	$(BIN)/python -m aptvit.fit --config configs/pretrain_demo.yaml --config configs/pretrain_demo_plain.yaml \
+		$$(test -f $(DEMO_PLAIN) && echo --ckpt_path last)
+
+$(DEMO_REPORT): $(DEMO_CKPT) $(DEMO_PLAIN)
+	$(BIN)/python -m aptvit.evaluate --checkpoint $(DEMO_CKPT) --plain-checkpoint $(DEMO_PLAIN) \
+		--dataset $(DEMO)/dataset.zarr -o $(DEMO)/report \
+		--cnn-epochs 10 --align-pairs 2 --exhaustive-step-deg 20 --average-particles 32
 
 test: $(STAMP)
 	$(BIN)/ruff check cryoengine aptvit tests benchmarks workflow/scripts

@@ -77,6 +77,10 @@ class PretrainModule(L.LightningModule):
         loss.
     phase_weight
         μ of the phase-consistency term between the clean and the noisy view's phase selection.
+    train_phase_mode
+        Phase pick of the trained branch: ``"gumbel"`` (straight-through Gumbel-softmax, the scorer also
+        learns from the contrastive and pose terms) or ``"argmax"`` (the inference pick; the scorer learns
+        from the phase term alone). The momentum branch always picks by argmax.
     symmetry
         Point group per class id for the pose loss (``"C1"`` when absent), e.g. ``{"groel": "D7"}``.
     lr
@@ -118,6 +122,7 @@ class PretrainModule(L.LightningModule):
         pose_hidden_dim: int = 128,
         translation_weight: float = 0.1,
         phase_weight: float = 0.1,
+        train_phase_mode: Literal["gumbel", "argmax"] = "gumbel",
         symmetry: dict[str, str] | None = None,
         lr: float = 1.5e-4,
         selector_lr_multiplier: float = 100.0,
@@ -204,7 +209,7 @@ class PretrainModule(L.LightningModule):
         self.moco.update_momentum(self._momentum)
 
     def _losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        query = self.moco.embed_query(batch["query"], phase_mode="gumbel")
+        query = self.moco.embed_query(batch["query"], phase_mode=self.hparams.train_phase_mode)
         key = self.moco.embed_key(batch["key"], phase_mode="argmax")
         gathered_keys = self._gather(key.vector)
         offset = self.global_rank * key.vector.shape[0]
@@ -224,7 +229,7 @@ class PretrainModule(L.LightningModule):
             )
         else:
             # Plain MoCo-v3 over two independently noisy views: each is once the query and once the key.
-            query_2 = self.moco.embed_query(batch["key"], phase_mode="gumbel")
+            query_2 = self.moco.embed_query(batch["key"], phase_mode=self.hparams.train_phase_mode)
             key_2 = self.moco.embed_key(batch["query"], phase_mode="argmax")
             losses["contrastive"] = symmetric_info_nce(
                 query.vector, query_2.vector, self._gather(key_2.vector), gathered_keys, positive, temperature
@@ -242,8 +247,8 @@ class PretrainModule(L.LightningModule):
         embedding = nn.functional.normalize(self.encoder.forward_head(query.tokens), dim=1)
         logs["embedding_std"] = embedding.std(dim=0).mean() * math.sqrt(embedding.shape[1])
         if self.pose_head is not None:
-            source = self.encoder.forward_features(batch["pose_source"], phase_mode="gumbel")
-            target = self.encoder.forward_features(batch["pose_target"], phase_mode="gumbel")
+            source = self.encoder.forward_features(batch["pose_source"], phase_mode=self.hparams.train_phase_mode)
+            target = self.encoder.forward_features(batch["pose_target"], phase_mode=self.hparams.train_phase_mode)
             prediction = self.pose_head(source, target)
             terms = pose_loss(
                 prediction,
