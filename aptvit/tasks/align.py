@@ -213,7 +213,8 @@ def align_exhaustive(
     for first in range(0, grid.shape[0], chunk):
         score, _ = scorer.score(grid[first : first + chunk])
         index = torch.arange(first, first + score.shape[1], device=particles.device).expand_as(score)
-        best_score, order = torch.cat([best_score, score], 1).topk(min(n_candidates, grid.shape[0]), dim=1)
+        pooled = torch.cat([best_score, score], 1)  # a chunk may hold fewer rotations than n_candidates
+        best_score, order = pooled.topk(min(n_candidates, pooled.shape[1]), dim=1)
         best_index = torch.cat([best_index, index], 1).gather(1, order)
     k = best_index.shape[1]
     candidates = grid[best_index.flatten()]  # (N·k, 3, 3), particle-major

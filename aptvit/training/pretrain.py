@@ -247,8 +247,12 @@ class PretrainModule(L.LightningModule):
         embedding = nn.functional.normalize(self.encoder.forward_head(query.tokens), dim=1)
         logs["embedding_std"] = embedding.std(dim=0).mean() * math.sqrt(embedding.shape[1])
         if self.pose_head is not None:
-            source = self.encoder.forward_features(batch["pose_source"], phase_mode=self.hparams.train_phase_mode)
-            target = self.encoder.forward_features(batch["pose_target"], phase_mode=self.hparams.train_phase_mode)
+            source = self.encoder.forward_features(
+                batch["pose_source"], phase_mode=self.hparams.train_phase_mode
+            )
+            target = self.encoder.forward_features(
+                batch["pose_target"], phase_mode=self.hparams.train_phase_mode
+            )
             prediction = self.pose_head(source, target)
             terms = pose_loss(
                 prediction,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -15,10 +17,19 @@ from aptvit import load_encoder
 from aptvit.checkpoint import CheckpointError, checkpoint_record
 from aptvit.fit import main as fit_main
 from aptvit.training import warmup_cosine_factor
+from cryoengine.config import load_config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::lightning.fabric.utilities.warnings.PossibleUserWarning"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _command_line(monkeypatch):
+    """LightningCLI warns when given args while sys.argv holds pytest's own."""
+    monkeypatch.setattr(sys, "argv", ["python -m aptvit.fit"])
 
 
 @pytest.mark.parametrize(("warmup", "final"), [(0, 0.0), (10, 0.1)])
@@ -163,3 +174,20 @@ def test_cli_names_a_missing_dataset(tmp_path):
     config = _cli_config(tmp_path, tmp_path / "absent.zarr")
     with pytest.raises(FileNotFoundError, match="absent.zarr"):
         fit_main(["--config", config])
+
+
+def test_every_trainer_config_parses_and_the_unseen_classes_are_not_in_the_corpus(capsys):
+    for config in sorted((REPO_ROOT / "configs").glob("pretrain_*.yaml")):
+        configs = (
+            ["--config", str(REPO_ROOT / "configs" / "pretrain_demo.yaml")] if "plain" in config.name else []
+        )
+        with pytest.raises(SystemExit) as printed:
+            fit_main([*configs, "--config", str(config), "--print_config"])
+        assert printed.value.code == 0, config
+        assert "class_path: aptvit.models.build_encoder" in capsys.readouterr().out
+    corpus = load_config(REPO_ROOT / "config.yaml").classes
+    unseen = load_config(REPO_ROOT / "configs" / "cryoengine_unseen.yaml").classes
+    assert unseen and not set(unseen) & set(corpus)
+    assert not {source.pdb_id for source in unseen.values()} & {
+        getattr(source, "pdb_id", None) for source in corpus.values()
+    }

@@ -138,3 +138,14 @@ def test_cuda_scores_match_the_cpu_twin():
     score_gpu, shift_gpu = constrained_correlation(particles.cuda(), reference.cuda(), grid.cuda(), **kwargs)
     assert torch.allclose(score_gpu.cpu(), score_cpu, atol=1e-4)
     assert torch.allclose(shift_gpu.cpu(), shift_cpu, atol=1e-3)
+
+
+def test_exhaustive_search_keeps_its_candidates_when_a_chunk_holds_fewer_rotations(monkeypatch):
+    import aptvit.tasks.align as align
+
+    particle = torch.rand(1, 12, 12, 12, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(align, "_batch_elements", lambda device: 12**3)  # one rotation per chunk
+    result = align.align_exhaustive(
+        particle, particle[0], global_step_deg=60.0, local_steps_deg=(), n_candidates=3
+    )
+    assert result.rotation.shape == (1, 3, 3)
