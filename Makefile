@@ -50,7 +50,7 @@ $(DEMO_PLAIN): $(DEMO)/dataset_manifest.json FORCE
 $(DEMO_REPORT): $(DEMO_CKPT) $(DEMO_PLAIN)
 	$(BIN)/python -m aptvit.evaluate --checkpoint $(DEMO_CKPT) --plain-checkpoint $(DEMO_PLAIN) \
 		--dataset $(DEMO)/dataset.zarr -o $(DEMO)/report \
-		--cnn-epochs 10 --align-pairs 2 --exhaustive-step-deg 20 --average-particles 32
+		--cnn-epochs 5 --align-pairs 2 --exhaustive-step-deg 20 --average-particles 32
 
 test: $(STAMP)
 	$(BIN)/ruff check cryoengine aptvit tests benchmarks workflow/scripts
