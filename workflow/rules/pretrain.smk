@@ -10,12 +10,14 @@ rule pretrain:
         "results/pretrain/checkpoints/last.ckpt",
     log:
         "logs/pretrain.log",
+    conda:
+        "../../envs/aptvit-gpu.yaml"
     resources:
         gpu=1,
     params:
         config=PRETRAIN_CONFIG,
         dataset=DATASET,
-        root="results/pretrain",
+        root=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
     shell:
         "python -m aptvit.fit --config {params.config} --data.datasets '[{params.dataset}]' "
         "--trainer.default_root_dir {params.root} > {log} 2>&1"
