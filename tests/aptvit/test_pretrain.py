@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from pretrain_factory import SMALL_HEADS, tiny_data, tiny_module, tiny_trainer
 
 from aptvit import load_encoder
 from aptvit.checkpoint import CheckpointError, checkpoint_record
 from aptvit.fit import main as fit_main
 from aptvit.training import warmup_cosine_factor
 from cryoengine.config import load_config
+from tests.aptvit.pretrain_factory import SMALL_HEADS, tiny_data, tiny_module, tiny_trainer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
