@@ -56,7 +56,11 @@ def tiny_trainer(root, max_steps: int, **overrides) -> L.Trainer:
         "num_sanity_val_steps": 0,
         "check_val_every_n_epoch": 1000,
         "default_root_dir": str(root),
-        "callbacks": [L.pytorch.callbacks.ModelCheckpoint(dirpath=str(root / "checkpoints"), save_last=True)],
+        "callbacks": [
+            L.pytorch.callbacks.ModelCheckpoint(
+                dirpath=str(root / "checkpoints"), save_last=True, save_on_train_epoch_end=False
+            )
+        ],
     }
     return L.Trainer(**{**settings, **overrides})
 

@@ -447,7 +447,7 @@ def test_phase_consistency_trains_the_query_scorer() -> None:
     target = moco.embed_key(clean).selection.scores
     optimiser = torch.optim.Adam(sampler.parameters(), lr=3e-2)
     losses = []
-    for _ in range(10):
+    for _ in range(20):
         optimiser.zero_grad()
         loss = phase_consistency_loss(sampler.score_phases(noisy), target, sampler.temperature)
         loss.backward()

@@ -45,16 +45,41 @@ def test_warmup_cosine_reaches_its_end_points(warmup, final):
     assert np.all(np.diff(factors[warmup:]) <= 1e-12)
 
 
+class _Killed(Exception):
+    """Stands for a killed job."""
+
+
+class _KillAtEpoch(L.Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise _Killed
+
+
 @pytest.mark.slow
-def test_resume_from_a_checkpoint_repeats_the_uninterrupted_run(simulated_dataset, straight_run, tmp_path):
-    straight, _ = straight_run
-    first = tiny_module()
-    tiny_trainer(tmp_path, max_steps=4).fit(first, datamodule=tiny_data(simulated_dataset))
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")  # resuming into it
+def test_resume_from_a_checkpoint_repeats_the_uninterrupted_run(simulated_dataset, tmp_path):
+    """8 steps (2 epochs) straight = killed after epoch 0 + resumed from its last.ckpt, every tensor.
+
+    The checkpoint is the one written after the epoch's validation (Lightning restarts at the next epoch);
+    from a checkpoint written mid-epoch the streaming loader restarts that epoch's stream instead.
+    """
+    validated = {"check_val_every_n_epoch": 1, "limit_val_batches": 1}
+    straight = tiny_module()
+    tiny_trainer(tmp_path / "straight", max_steps=8, **validated).fit(
+        straight, datamodule=tiny_data(simulated_dataset)
+    )
+    killed = tiny_trainer(tmp_path / "run", max_steps=8, **validated)
+    killed.callbacks.append(_KillAtEpoch(1))
+    with pytest.raises(_Killed):
+        killed.fit(tiny_module(), datamodule=tiny_data(simulated_dataset))
     resumed = tiny_module(seed=0)
-    tiny_trainer(tmp_path, max_steps=8).fit(
+    tiny_trainer(tmp_path / "run", max_steps=8, **validated).fit(
         resumed,
         datamodule=tiny_data(simulated_dataset),
-        ckpt_path=str(tmp_path / "checkpoints" / "last.ckpt"),
+        ckpt_path=str(tmp_path / "run" / "checkpoints" / "last.ckpt"),
     )
     reference = straight.state_dict()
     assert resumed.global_step == straight.global_step == 8
@@ -125,6 +150,7 @@ def _cli_config(tmp_path, dataset, **model) -> str:
         "trainer": {
             "accelerator": "cpu",
             "max_steps": 2,
+            "val_check_interval": 2,
             "enable_progress_bar": False,
             "enable_model_summary": False,
             "num_sanity_val_steps": 0,
@@ -152,6 +178,7 @@ def _cli_config(tmp_path, dataset, **model) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")  # resuming into it
 def test_cli_fits_validates_before_and_after_and_resumes(simulated_dataset, tmp_path, capsys):
     config = _cli_config(tmp_path, simulated_dataset)
     result = fit_main(["--config", config])

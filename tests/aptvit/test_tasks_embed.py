@@ -37,11 +37,18 @@ class _RecordingEncoder(nn.Module):
 
 def _write_dataset(path, counts=(5, 7)):
     rng = np.random.default_rng(0)
-    attrs = {"voxel_size_A": 10.0, "box": BOX, "snr_levels": LEVELS}
+    attrs = {
+        "voxel_size_A": 10.0,
+        "box": BOX,
+        "snr_levels": LEVELS,
+        "noise_realisations": 2,
+        "class_labels": ["a", "b"],
+    }
     for class_id, n in zip(["a", "b"], counts, strict=True):
         particles = ParticleSet(
             clean=rng.standard_normal((n, BOX, BOX, BOX)) * 3 + 2,
-            noise=None,
+            noise=rng.standard_normal((n, 2, BOX, BOX, BOX)),
+            noise_scale=np.ones(n),
             noisy=rng.standard_normal((n, len(LEVELS), BOX, BOX, BOX)),
             snr=np.full((n, len(LEVELS)), 0.1),
             rotation=random_rotations(n, rng),
