@@ -57,6 +57,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check cryoengine aptvit tests benchmarks workflow/scripts
 	$(BIN)/snakefmt --check workflow
 	$(BIN)/snakemake --snakefile workflow/Snakefile --directory .test --lint
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not gpu" tests
 
 lint: $(STAMP)

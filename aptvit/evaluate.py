@@ -26,6 +26,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
             seed=args.seed,
             symmetry=symmetry,
         )
-        common = {"pose_encoder": "APT-ViT", "pose_head": pose_head}
+        common: dict[str, Any] = {"pose_encoder": "APT-ViT", "pose_head": pose_head}
         if held_out:
             results["datasets"][f"{path} (unseen: {', '.join(held_out)})"] = evaluate_dataset(
                 dataset, encoders, settings, classes=held_out, **common

@@ -80,8 +80,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     after = float(trainer.callback_metrics.get("val/knn_accuracy", float("nan")))
     if trainer.is_global_zero:
-        checkpoint = trainer.checkpoint_callback
-        directory = Path(checkpoint.dirpath) if checkpoint is not None and checkpoint.dirpath else None
+        dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
+        directory = Path(dirpath) if dirpath else None
         logs = Path(trainer.log_dir) if trainer.log_dir else None
         print(f"checkpoints: {directory}  (last.ckpt, best by val/knn_accuracy)", file=sys.stderr)
         print(f"logs: {logs}", file=sys.stderr)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from aptvit.data.views import standardise_volumes
+from aptvit.models.vit import APTViT
 from aptvit.rotation import point_group_rotations, rotate_volumes, symmetric_geodesic_angle_rad
 from aptvit.tasks.wedge import MissingWedge, fourier_frequencies_zyx
 
@@ -316,7 +317,7 @@ def exhaustive_pose_predictor(
 
 
 def learned_pose_predictor(
-    encoder: torch.nn.Module,
+    encoder: APTViT,
     pose_head: torch.nn.Module,
     *,
     refine_wedge: MissingWedge | None = None,

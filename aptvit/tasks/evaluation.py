@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from aptvit.models.vit import APTViT
 from aptvit.rotation import (
     geodesic_angle_rad,
     point_group_rotations,
@@ -117,7 +118,7 @@ class _Particles:
 
 def evaluate_dataset(
     dataset: Dataset,
-    encoders: Mapping[str, nn.Module],
+    encoders: Mapping[str, APTViT],
     settings: EvaluationSettings,
     *,
     classes: Sequence[str] | None = None,
@@ -241,7 +242,7 @@ def _classification(
     features: Mapping[str, np.ndarray], particles: _Particles, settings: EvaluationSettings
 ) -> dict[str, Any]:
     scores: dict[str, Any] = {}
-    common = {"n_splits": settings.n_splits, "seed": settings.seed}
+    common: dict[str, Any] = {"n_splits": settings.n_splits, "seed": settings.seed}
     for name, values in features.items():
         args = (values, particles.labels, particles.tomograms)
         scores[f"{name} linear"] = linear_probe(*args, **common).as_dict()
@@ -253,7 +254,7 @@ def _classification(
     return scores
 
 
-def _clustering(features: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, float]:
+def _clustering(features: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, float | None]:
     result = cluster_features(features, len(np.unique(labels)), labels=labels, seed=seed)
     return {
         "adjusted_rand_index": result.adjusted_rand_index,
@@ -262,7 +263,7 @@ def _clustering(features: np.ndarray, labels: np.ndarray, seed: int) -> dict[str
 
 
 def _pose_predictors(
-    encoders: Mapping[str, nn.Module],
+    encoders: Mapping[str, APTViT],
     pose_encoder: str | None,
     pose_head: nn.Module | None,
     wedge: MissingWedge,
@@ -316,7 +317,9 @@ def _alignment(
             true_shift.append(t_true)
         seconds = (time.perf_counter() - started) / max(len(pairs), 1)
         predicted, nearest = torch.stack(predicted_rotation), torch.stack(true_rotation)
-        errors = alignment_errors(predicted, nearest, torch.stack(predicted_shift), torch.stack(true_shift))
+        errors: dict[str, Any] = alignment_errors(
+            predicted, nearest, torch.stack(predicted_shift), torch.stack(true_shift)
+        )
         errors["rotation_error_deg"] = torch.rad2deg(geodesic_angle_rad(predicted, nearest)).numpy()
         errors["seconds_per_particle"] = seconds
         results[name] = errors
@@ -355,7 +358,7 @@ def _averaging(
     shift = torch.as_tensor(particles.shift[rows], dtype=torch.float64)
     clean = torch.as_tensor(_read_particles(dataset, [class_id], math.inf).volumes[: len(rows)])
     voxel = dataset.voxel_size_A
-    common = {"wedge": wedge, "voxel_size_A": voxel, "seed": settings.seed}
+    common: dict[str, Any] = {"wedge": wedge, "voxel_size_A": voxel, "seed": settings.seed}
     truth = gold_standard_average(clean, rotation, shift, **common).average
     methods = {
         "oracle (ground-truth poses)": _average_record(

@@ -15,14 +15,16 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from aptvit.models.heads import MLPHead, PoseHead
+from aptvit.models.vit import APTViT
 from aptvit.objectives import (
     MoCo,
     cosine_momentum,
@@ -110,7 +112,7 @@ class PretrainModule(L.LightningModule):
 
     def __init__(
         self,
-        encoder: nn.Module,
+        encoder: APTViT,
         objective: Literal["nrcl", "moco"] = "nrcl",
         embedding_dim: int = 256,
         projector_hidden_dim: int = 1024,
@@ -157,7 +159,7 @@ class PretrainModule(L.LightningModule):
             self.moco.encoder.compile()
 
     @property
-    def encoder(self) -> nn.Module:
+    def encoder(self) -> APTViT:
         """The encoder being trained (the base, not the momentum copy)."""
         return self.moco.encoder
 
@@ -186,14 +188,14 @@ class PretrainModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """One step: contrastive term, SE(3) branch and phase consistency; logs every term."""
-        momentum = cosine_momentum(self.global_step, self._total_steps(), self.hparams.base_momentum)
+        momentum = cosine_momentum(self.global_step, self._total_steps(), self.hparams["base_momentum"])
         with self._step_randomness():
             losses, logs = self._losses(batch)
         total = losses["contrastive"]
         if self.pose_head is not None:
-            total = total + self.hparams.pose_weight * losses["pose"]
-        if self.hparams.phase_weight > 0 and "phase" in losses:
-            total = total + self.hparams.phase_weight * losses["phase"]
+            total = total + self.hparams["pose_weight"] * losses["pose"]
+        if self.hparams["phase_weight"] > 0 and "phase" in losses:
+            total = total + self.hparams["phase_weight"] * losses["phase"]
         batch_size = batch["query"].shape[0]
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in {**losses, **logs}.items()}, batch_size=batch_size
@@ -209,15 +211,15 @@ class PretrainModule(L.LightningModule):
         self.moco.update_momentum(self._momentum)
 
     def _losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        query = self.moco.embed_query(batch["query"], phase_mode=self.hparams.train_phase_mode)
+        query = self.moco.embed_query(batch["query"], phase_mode=self.hparams["train_phase_mode"])
         key = self.moco.embed_key(batch["key"], phase_mode="argmax")
         gathered_keys = self._gather(key.vector)
         offset = self.global_rank * key.vector.shape[0]
         positive = torch.arange(key.vector.shape[0], device=key.vector.device) + offset
         losses: dict[str, Tensor] = {}
         logs: dict[str, Tensor] = {}
-        temperature = self.hparams.temperature
-        if self.hparams.objective == "nrcl":
+        temperature = self.hparams["temperature"]
+        if self.hparams["objective"] == "nrcl":
             losses["contrastive"] = nrcl_loss(
                 query.vector,
                 gathered_keys,
@@ -225,11 +227,11 @@ class PretrainModule(L.LightningModule):
                 temperature,
                 snr_query=batch["query_snr"],
                 snr_key=batch["key_snr"],
-                snr_half=self.hparams.snr_half,
+                snr_half=self.hparams["snr_half"],
             )
         else:
             # Plain MoCo-v3 over two independently noisy views: each is once the query and once the key.
-            query_2 = self.moco.embed_query(batch["key"], phase_mode=self.hparams.train_phase_mode)
+            query_2 = self.moco.embed_query(batch["key"], phase_mode=self.hparams["train_phase_mode"])
             key_2 = self.moco.embed_key(batch["query"], phase_mode="argmax")
             losses["contrastive"] = symmetric_info_nce(
                 query.vector, query_2.vector, self._gather(key_2.vector), gathered_keys, positive, temperature
@@ -243,15 +245,16 @@ class PretrainModule(L.LightningModule):
             sampler = self.encoder.phase_sampler
             losses["phase"] = phase_consistency_loss(query.selection.scores, target, sampler.temperature)
             logs["phase_agreement"] = phase_agreement(query.selection.scores, target)
-            logs["log_score_scale"] = sampler.log_score_scale.detach()
+            if sampler.log_score_scale is not None:
+                logs["log_score_scale"] = sampler.log_score_scale.detach()
         embedding = nn.functional.normalize(self.encoder.forward_head(query.tokens), dim=1)
         logs["embedding_std"] = embedding.std(dim=0).mean() * math.sqrt(embedding.shape[1])
         if self.pose_head is not None:
             source = self.encoder.forward_features(
-                batch["pose_source"], phase_mode=self.hparams.train_phase_mode
+                batch["pose_source"], phase_mode=self.hparams["train_phase_mode"]
             )
             target = self.encoder.forward_features(
-                batch["pose_target"], phase_mode=self.hparams.train_phase_mode
+                batch["pose_target"], phase_mode=self.hparams["train_phase_mode"]
             )
             prediction = self.pose_head(source, target)
             terms = pose_loss(
@@ -260,7 +263,7 @@ class PretrainModule(L.LightningModule):
                 batch["pose_shift"],
                 groups=self._pose_groups(batch),
                 frame=batch["rotation"] if self._groups else None,
-                translation_weight=self.hparams.translation_weight,
+                translation_weight=self.hparams["translation_weight"],
             )
             losses["pose"] = terms.total
             logs["pose_rotation_deg"] = torch.rad2deg(terms.rotation_rad)
@@ -278,7 +281,7 @@ class PretrainModule(L.LightningModule):
         """Keys of the whole global batch, rank-major; no gradient flows through them (moco-v3)."""
         if self.trainer is None or self.trainer.world_size == 1:
             return keys
-        return self.all_gather(keys.detach()).flatten(0, 1)
+        return cast(Tensor, self.all_gather(keys.detach())).flatten(0, 1)
 
     def _total_steps(self) -> int:
         total = (
@@ -294,7 +297,7 @@ class PretrainModule(L.LightningModule):
     def _step_randomness(self) -> Iterator[None]:
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, device_type=self.device.type):
-            state = np.random.SeedSequence([self.hparams.seed, self.global_step, self.global_rank])
+            state = np.random.SeedSequence([self.hparams["seed"], self.global_step, self.global_rank])
             torch.manual_seed(int(state.generate_state(1, dtype=np.uint64)[0] % (2**63)))
             yield
 
@@ -329,7 +332,7 @@ class PretrainModule(L.LightningModule):
                 bank["label"],
                 validation["embedding"],
                 validation["label"],
-                k=self.hparams.knn_k,
+                k=self.hparams["knn_k"],
             )
             self.log("val/knn_accuracy", accuracy, prog_bar=True)
         if validation and "pose_error_deg" in validation:
@@ -341,7 +344,7 @@ class PretrainModule(L.LightningModule):
             return {}
         local = {key: torch.cat([record[key] for record in records]) for key in records[0]}
         if self.trainer.world_size > 1:  # every rank holds the same number of items (aptvit.data.stream)
-            local = {key: self.all_gather(value).flatten(0, 1) for key, value in local.items()}
+            local = {key: cast(Tensor, self.all_gather(value)).flatten(0, 1) for key, value in local.items()}
         return {key: value.cpu().numpy() for key, value in local.items()}
 
     def _has_bank(self) -> bool:
@@ -350,7 +353,7 @@ class PretrainModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimiser
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """AdamW in three groups (decayed, not decayed, phase selector) with warm-up + cosine, per step."""
         no_decay = {f"moco.encoder.{name}" for name in self.encoder.no_weight_decay()}
         groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "selector": []}
@@ -363,7 +366,7 @@ class PretrainModule(L.LightningModule):
                 groups["no_decay"].append(parameter)
             else:
                 groups["decay"].append(parameter)
-        lr, decay = self.hparams.lr, self.hparams.weight_decay
+        lr, decay = self.hparams["lr"], self.hparams["weight_decay"]
         optimizer = torch.optim.AdamW(
             [
                 {"params": groups["decay"], "weight_decay": decay, "lr": lr},
@@ -371,14 +374,14 @@ class PretrainModule(L.LightningModule):
                 {
                     "params": groups["selector"],
                     "weight_decay": 0.0,
-                    "lr": lr * self.hparams.selector_lr_multiplier,
+                    "lr": lr * self.hparams["selector_lr_multiplier"],
                 },
             ],
-            betas=tuple(self.hparams.betas),
+            betas=tuple(self.hparams["betas"]),
         )
         total = self._total_steps()
-        warmup = int(self.hparams.warmup_fraction * total)
+        warmup = int(self.hparams["warmup_fraction"] * total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine_factor(step, total, warmup, self.hparams.final_lr_factor)
+            optimizer, lambda step: warmup_cosine_factor(step, total, warmup, self.hparams["final_lr_factor"])
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
