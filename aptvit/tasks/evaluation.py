@@ -30,7 +30,6 @@ from aptvit.rotation import (
     point_group_rotations,
     relative_pose,
     rotate_volumes,
-    symmetric_geodesic_angle_rad,
 )
 from aptvit.tasks.align import (
     PosePredictor,
@@ -332,9 +331,7 @@ def _nearest_equivalent(
     """Return the symmetry equivalent ``R_true · (R_a g R_aᵀ)`` closest to the prediction (DESIGN §8)."""
     conjugated = frame @ group.to(frame) @ frame.T
     equivalents = rotation_true @ conjugated  # (G, 3, 3)
-    angles = geodesic_angle_rad(rotation_pred[None], equivalents)
-    best = symmetric_geodesic_angle_rad(rotation_pred[None], rotation_true[None], group, frame[None])
-    index = int(torch.argmin((angles - best).abs()))
+    index = int(torch.argmin(geodesic_angle_rad(rotation_pred[None], equivalents)))
     return equivalents[index]
 
 
