@@ -40,7 +40,7 @@ from aptvit.checkpoint import (
 )
 from aptvit.tasks.evaluation import EvaluationSettings, evaluate_dataset
 from aptvit.tasks.report import summary_table, write_report
-from cryoengine.provenance import provenance
+from cryoengine.formats.provenance import provenance
 from cryoengine.store import open_dataset
 
 __all__ = ["main"]

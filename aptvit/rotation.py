@@ -1,7 +1,7 @@
 """Rotations in torch, in CryoEngine's convention: sampling, resampling volumes, geodesic error, point groups.
 
-The trainer and the tasks re-implement here what they need of ``cryoengine.rotation`` (DESIGN §2: aptvit
-never converts angles itself), and ``tests/aptvit/test_rotation.py`` checks them against it.
+The trainer and the tasks re-implement here what they need of ``cryoengine.physics.rotation`` (DESIGN §2:
+aptvit never converts angles itself), and ``tests/aptvit/test_rotation.py`` checks them against it.
 
 Conventions (DESIGN §3)
 -----------------------

@@ -13,8 +13,8 @@ import statistics
 import time
 from pathlib import Path
 
-from cryoengine.density import atoms_to_density
-from cryoengine.structure import read_atoms
+from cryoengine.physics.density import atoms_to_density
+from cryoengine.structure.atoms import read_atoms
 
 
 def _median_seconds(function, repeats: int) -> float:

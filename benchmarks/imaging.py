@@ -20,14 +20,14 @@ import numpy as np
 
 from cryoengine import stages as engine_stages
 from cryoengine.config import validate_config
-from cryoengine.ctf import draw_ctf_parameters
-from cryoengine.extraction import extract_subtomograms
-from cryoengine.mrc import read_volume
-from cryoengine.noise import mix_noise_at_snr_levels
-from cryoengine.projector import project_volume_to_tilts, resolve_backend
-from cryoengine.reconstruction import reconstruct_tilts_to_volume
-from cryoengine.sample import density_to_support_mask, place_particles, render_sample
-from cryoengine.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts, draw_detector_noise_tilts
+from cryoengine.formats.mrc import read_volume
+from cryoengine.physics.ctf import draw_ctf_parameters
+from cryoengine.physics.extraction import extract_subtomograms
+from cryoengine.physics.noise import mix_noise_at_snr_levels
+from cryoengine.physics.placement import density_to_support_mask, place_particles, render_sample
+from cryoengine.physics.projector import project_volume_to_tilts, resolve_backend
+from cryoengine.physics.reconstruction import reconstruct_tilts_to_volume
+from cryoengine.physics.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts, draw_detector_noise_tilts
 
 
 def _median_seconds(function, repeats: int) -> tuple[float, float]:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoengine.correlation import best_translation_correlation
-from cryoengine.density import atoms_to_density, lowpass_filter
-from cryoengine.mrc import read_volume
-from cryoengine.structure import read_atoms
+from cryoengine.formats.mrc import read_volume
+from cryoengine.physics.correlation import best_translation_correlation
+from cryoengine.physics.density import atoms_to_density, lowpass_filter
+from cryoengine.structure.atoms import read_atoms
 
 COMMON_RESOLUTION_A = 30.0
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoengine.particles import ParticleSet
-from cryoengine.rotation import random_rotations
+from cryoengine.physics.rotation import random_rotations
 from cryoengine.store import Dataset, open_dataset, write_class_group
+from cryoengine.store.particle_set import ParticleSet
 
 SNR_LEVELS = [0.1, 0.05, 0.03, 0.01]
 _WORKER_DATASET: Dataset | None = None

@@ -33,9 +33,9 @@ import torch
 
 from aptvit.data import SubtomogramDataModule
 from aptvit.data.stream import READ_ROWS
-from cryoengine.particles import ParticleSet
-from cryoengine.rotation import random_rotations
+from cryoengine.physics.rotation import random_rotations
 from cryoengine.store import write_class_group, write_manifest
+from cryoengine.store.particle_set import ParticleSet
 
 SNR_LEVELS = [0.1, 0.05, 0.03, 0.01]
 REALISATIONS = 2

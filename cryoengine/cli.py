@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cryoengine import __version__
+from cryoengine.identifiers import PDB_ID_PATTERN, PHANTOM_SHAPES
 
 __all__ = ["main", "spec_from_argument"]
 
@@ -57,7 +58,7 @@ def spec_from_argument(text: str) -> dict:
     if path.exists():
         kind = "map" if path.suffix.lower() in (".mrc", ".map") else "file"
         return {"kind": kind, "path": str(path)}
-    if re.fullmatch(r"[0-9][A-Za-z0-9]{3}", text):
+    if re.fullmatch(PDB_ID_PATTERN, text):
         return {"kind": "pdb", "pdb_id": text}
     raise ValueError(f"{text!r} is neither an existing file, a PDB ID, nor phantom:<shape>")
 
@@ -122,7 +123,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from cryoengine.export import export_class
+    from cryoengine.formats.relion_export import export_class
 
     volumes, star = export_class(args.dataset, args.class_id, args.snr, args.output, force=args.force)
     print(f"{star} ({len(volumes)} subtomograms)")
@@ -166,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
 
     dens = sub.add_parser("density", help="density map of a PDB ID, structure file, map or phantom:<shape>")
     dens.add_argument(
-        "structure", help="PDB ID, .pdb/.cif[.gz] file, .mrc map, or phantom:<ring|helix|cage|rod|blob>"
+        "structure", help=f"PDB ID, .pdb/.cif[.gz] file, .mrc map, or phantom:<{'|'.join(PHANTOM_SHAPES)}>"
     )
     dens.add_argument("-o", "--output", type=Path, required=True, help="output .mrc")
     dens.add_argument("--voxel-size-A", dest="voxel_size_A", type=float, help="voxel size (Å), default 10")

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cryoengine.identifiers import CLASS_ID_PATTERN, PDB_ID_PATTERN, PhantomShape
+
 __all__ = [
     "ClassSpec",
     "ConfigError",
@@ -36,10 +38,6 @@ __all__ = [
     "read_config_yaml",
     "validate_config",
 ]
-
-CLASS_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-PDB_ID_PATTERN = r"^[0-9][A-Za-z0-9]{3}$"
-PHANTOM_SHAPES = ("ring", "helix", "cage", "rod", "blob")
 
 
 #: Volume fraction at which random sequential placement of spheres jams (3D, ~0.38).
@@ -307,7 +305,7 @@ class PhantomSource(_SourceBase):
     """A procedural pseudo-atomic assembly, so that nothing needs the network or shared data."""
 
     kind: Literal["phantom"]
-    shape: Literal["ring", "helix", "cage", "rod", "blob"] = Field(
+    shape: PhantomShape = Field(
         description="ring: Cn ring of subunits; helix: helical segment; cage: hollow shell; "
         "rod: stacked discs; blob: irregular union of ellipsoids."
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoengine.mrc import read_volume
+from cryoengine.formats.mrc import read_volume
 from cryoengine.store import inspect_dataset
 
 __all__ = ["results_report"]

@@ -17,26 +17,32 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cryoengine.atomic_file import atomic_path
 from cryoengine.config import EngineConfig, FileSource, MapSource, PdbSource, PhantomSource
-from cryoengine.ctf import draw_ctf_parameters
-from cryoengine.density import atoms_to_density, resample_map, scale_map_to_mass
-from cryoengine.extraction import extract_subtomograms
-from cryoengine.mrc import read_volume, write_volume
-from cryoengine.noise import mix_noise_at_snr_levels, reference_noise_scale
-from cryoengine.particles import ParticleSet, concatenate
-from cryoengine.phantom import phantom_atoms
-from cryoengine.projector import TiltGeometry, project_volume_to_tilts
-from cryoengine.provenance import provenance
-from cryoengine.reconstruction import reconstruct_tilts_to_volume
-from cryoengine.sample import density_to_support_mask, isolated_placements, place_particles, render_sample
+from cryoengine.formats.atomic_write import atomic_path
+from cryoengine.formats.mrc import read_volume, write_volume
+from cryoengine.formats.provenance import provenance
+from cryoengine.physics.ctf import draw_ctf_parameters
+from cryoengine.physics.density import atoms_to_density, resample_map, scale_map_to_mass
+from cryoengine.physics.extraction import extract_subtomograms
+from cryoengine.physics.noise import mix_noise_at_snr_levels, reference_noise_scale
+from cryoengine.physics.placement import (
+    density_to_support_mask,
+    isolated_placements,
+    place_particles,
+    render_sample,
+)
+from cryoengine.physics.projector import TiltGeometry, project_volume_to_tilts
+from cryoengine.physics.reconstruction import reconstruct_tilts_to_volume
+from cryoengine.physics.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts, draw_detector_noise_tilts
 from cryoengine.store import write_class_group, write_manifest
-from cryoengine.structure import StructureError, fetch_pdb_entry, read_atoms
-from cryoengine.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts, draw_detector_noise_tilts
+from cryoengine.store.particle_set import ParticleSet, concatenate
+from cryoengine.structure.atoms import StructureError, read_atoms
+from cryoengine.structure.fetch import fetch_pdb_entry
+from cryoengine.structure.phantom import phantom_atoms
 
 log = logging.getLogger(__name__)
 
-# The class-blind reference particle of the noise level (cryoengine.noise): a seeded phantom blob.
+# The class-blind reference particle of the noise level (cryoengine.physics.noise): a seeded phantom blob.
 _REFERENCE_SUBUNITS = 7
 _REFERENCE_SEED = 0
 # Margin around each box in the cells where targets are imaged alone: wider than the CTF's spread (a few
@@ -94,7 +100,7 @@ def class_density(config: EngineConfig, class_id: str) -> np.ndarray:
     """Density map of one configured class: `(box, box, box)` float32 at ``config.voxel_size_A``.
 
     Every class is on the atomic scale (electron-scattering potential); a map class is rescaled to the
-    potential of its mass (:func:`~cryoengine.density.scale_map_to_mass`).
+    potential of its mass (:func:`~cryoengine.physics.density.scale_map_to_mass`).
 
     Raises
     ------
@@ -233,7 +239,7 @@ def simulate_tomogram(
     unit-variance detector-noise tilt series are reconstructed the same way. Subtomograms are cut around
     each target from all of them. Each target alone and the reference particle are imaged once more, each
     in its own cell, for the class-blind noise scale and the particles' own signal variance
-    (:mod:`cryoengine.noise`).
+    (:mod:`cryoengine.physics.noise`).
 
     Parameters
     ----------
@@ -247,7 +253,7 @@ def simulate_tomogram(
         Class id → density MRC, for the target and the classes that may crowd this tomogram
         (:func:`crowder_classes`); crowders are drawn uniformly among them.
     out_path
-        Output ``.npz`` (:class:`~cryoengine.particles.ParticleSet` with ``clean``, ``noise``,
+        Output ``.npz`` (:class:`~cryoengine.store.particle_set.ParticleSet` with ``clean``, ``noise``,
         ``noise_scale`` and ``signal_variance``).
 
     Returns

@@ -9,7 +9,8 @@ volumes per particle and a scale, so that ``clean + noise_scale / √s · noise[
 for any `s > 0`, and two noisy views of one particle use two different `k` (independent noise). Format 1
 stores only the levels ``noisy[:, l]``, which share one noise draw: there the key must be the clean view.
 The SNR reported with a view is the nominal `s` in format 2 (the store's class-blind scale: a reference
-particle would have SNR `s`; :mod:`cryoengine.noise`) and the stored measured SNR of the level in format 1.
+particle would have SNR `s`; :mod:`cryoengine.physics.noise`) and the stored measured SNR of the level in
+format 1.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor
 
 from aptvit.rotation import relative_pose, rotate_volumes
-from cryoengine.rotation import random_rotations
+from cryoengine.physics.rotation import random_rotations
 
 __all__ = [
     "ViewSampler",

@@ -3,7 +3,8 @@
 Build one by name with ``create_encoder``; ``list_encoders`` names the registered variants.
 """
 
-from aptvit.models.apt import (
+from aptvit.models.patch_embed import PatchEmbed3d, patchify_volume
+from aptvit.models.phase_sampler import (
     AdaptivePhaseSampler,
     NormScorer,
     PhaseMode,
@@ -12,7 +13,6 @@ from aptvit.models.apt import (
     polyphase_components,
     roll_volume_zyx,
 )
-from aptvit.models.patch_embed import PatchEmbed3d, patchify_volume
 from aptvit.models.position import ConvPositionEncoding3d
 from aptvit.models.registry import (
     build_encoder,

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from torch import nn
 
-from aptvit.models.apt import NormScorer
+from aptvit.models.phase_sampler import NormScorer
 from aptvit.models.steerable import SteerableScorer
 from aptvit.models.vit import APTViT
 

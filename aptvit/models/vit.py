@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aptvit.models.apt import AdaptivePhaseSampler, PhaseMode, PhaseSelection
 from aptvit.models.patch_embed import PatchEmbed3d
+from aptvit.models.phase_sampler import AdaptivePhaseSampler, PhaseMode, PhaseSelection
 from aptvit.models.position import ConvPositionEncoding3d
 
 # timm's ViT default: LayerNorm with eps 1e-6.

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aptvit.models.apt import PhaseMode, PhaseSelection
+from aptvit.models.phase_sampler import PhaseMode, PhaseSelection
 from aptvit.models.vit import APTViT
 
 __all__ = ["Embedding", "MoCo", "cosine_momentum", "info_nce", "symmetric_info_nce"]

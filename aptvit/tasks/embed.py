@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from aptvit.data.views import standardise_volumes
-from cryoengine.atomic_file import atomic_path
+from cryoengine.formats.atomic_write import atomic_path
 from cryoengine.store import Dataset
 
 __all__ = [

@@ -36,7 +36,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
-from cryoengine.atomic_file import atomic_path
+from cryoengine.formats.atomic_write import atomic_path
 
 __all__ = ["Report", "summary_table", "write_report"]
 

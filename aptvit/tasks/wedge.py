@@ -2,10 +2,10 @@
 
 Alignment and averaging ask it which Fourier components of a subtomogram, rotated or not, were measured.
 
-Geometry (that of ``cryoengine.projector``): a tilt ``θ`` projects along ``z`` after rotating the specimen
-by ``θ`` about ``y``, so by the projection-slice theorem it measures the central plane spanned by ``k_y``
-and the direction ``(k_z, k_x) = (sin θ, cos θ)``. A frequency ``k = (k_z, k_y, k_x)`` is measured when
-``atan(k_z / k_x)`` lies inside ``[min_angle_deg, max_angle_deg]``; the ``k_y`` axis (and the origin) lie
+Geometry (that of ``cryoengine.physics.projector``): a tilt ``θ`` projects along ``z`` after rotating the
+specimen by ``θ`` about ``y``, so by the projection-slice theorem it measures the central plane spanned by
+``k_y`` and the direction ``(k_z, k_x) = (sin θ, cos θ)``. A frequency ``k = (k_z, k_y, k_x)`` is measured
+when ``atan(k_z / k_x)`` lies inside ``[min_angle_deg, max_angle_deg]``; the ``k_y`` axis (and the origin) lie
 in every plane. The weight of a volume resampled as ``R · volume`` (:func:`aptvit.rotation.rotate_volumes`)
 is ``W(Rᵀ k)``: the wedge turns with the particle.
 """

@@ -13,7 +13,7 @@ from aptvit.models import (
     polyphase_components,
     roll_volume_zyx,
 )
-from aptvit.models.apt import _StraightThroughRoll
+from aptvit.models.phase_sampler import _StraightThroughRoll
 
 # Non-cubic, each axis a different multiple of p, to expose axis-order bugs.
 SHAPE = (2, 3, 8, 12, 16)

@@ -13,8 +13,7 @@ from lightning.pytorch import LightningModule, Trainer
 
 from aptvit.data import SubtomogramDataModule, mix_noise_at_snr, standardise_volumes
 from aptvit.rotation import random_rotations, relative_pose, rotate_volumes
-from cryoengine.noise import mix_noise_at_snr_levels
-from cryoengine.particles import ParticleSet
+from cryoengine.physics.noise import mix_noise_at_snr_levels
 from cryoengine.store import (
     DatasetFormatError,
     DatasetNotFoundError,
@@ -22,6 +21,7 @@ from cryoengine.store import (
     write_class_group,
     write_manifest,
 )
+from cryoengine.store.particle_set import ParticleSet
 
 BOX = 16
 LEVELS = [0.1, 0.05, 0.01]

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from aptvit.models import create_encoder
-from aptvit.models.apt import PhaseSelection
 from aptvit.models.heads import MLPHead, PoseHead, PosePrediction
+from aptvit.models.phase_sampler import PhaseSelection
 from aptvit.objectives import (
     MoCo,
     cosine_momentum,

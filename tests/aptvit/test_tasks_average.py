@@ -9,7 +9,7 @@ from aptvit.rotation import random_rotations, relative_pose, rotate_volumes
 from aptvit.tasks.align import exhaustive_pose_predictor
 from aptvit.tasks.average import average_with_poses, gold_standard_average, reference_free_average
 from aptvit.tasks.wedge import MissingWedge, fourier_frequencies_zyx
-from cryoengine.correlation import pearson_correlation
+from cryoengine.physics.correlation import pearson_correlation
 
 BOX = 16
 WEDGE = MissingWedge(-60.0, 60.0)

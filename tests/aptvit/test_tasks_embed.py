@@ -14,9 +14,9 @@ from aptvit.tasks.embed import (
     embed_volumes,
     embedding_cache_path,
 )
-from cryoengine.particles import ParticleSet
-from cryoengine.rotation import random_rotations
+from cryoengine.physics.rotation import random_rotations
 from cryoengine.store import open_dataset, write_class_group
+from cryoengine.store.particle_set import ParticleSet
 
 BOX = 8
 LEVELS = [0.1, 0.05]

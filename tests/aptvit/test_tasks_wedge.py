@@ -4,7 +4,7 @@ import torch
 
 from aptvit.rotation import random_rotations, rotate_volumes
 from aptvit.tasks.wedge import MissingWedge, fourier_frequencies_zyx
-from cryoengine.projector import TiltGeometry, backproject_tilts_to_volume, project_volume_to_tilts
+from cryoengine.physics.projector import TiltGeometry, backproject_tilts_to_volume, project_volume_to_tilts
 
 
 def test_measured_fraction_of_a_shell_is_the_tilt_range_over_180_degrees():

@@ -12,7 +12,8 @@ from aptvit.rotation import (
     rotate_volumes,
     symmetric_geodesic_angle_rad,
 )
-from cryoengine.rotation import octahedral_rotations, rotate_volume
+from cryoengine.physics.resampling import rotate_volume
+from cryoengine.physics.rotation import octahedral_rotations
 
 
 def _blob(shape=(20, 24, 22), centre=(11.0, 9.0, 13.0)):

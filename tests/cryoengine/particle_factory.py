@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from cryoengine.particles import ParticleSet
-from cryoengine.rotation import random_rotations
+from cryoengine.physics.rotation import random_rotations
+from cryoengine.store.particle_set import ParticleSet
 
 BOX = 6
 LEVELS = [0.1, 0.05, 0.01]

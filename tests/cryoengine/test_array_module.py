@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import HAS_CUPY
 
-from cryoengine.array_module import cupy_available, get_array_module, to_numpy
+from cryoengine.physics.array_module import cupy_available, get_array_module, to_numpy
 
 
 def test_cpu_is_numpy_and_auto_falls_back_to_it():

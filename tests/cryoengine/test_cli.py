@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cryoengine.cli import main, spec_from_argument
-from cryoengine.mrc import read_volume
+from cryoengine.formats.mrc import read_volume
 
 
 def test_density_of_a_phantom(tmp_path):

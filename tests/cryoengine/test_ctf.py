@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from cryoengine.ctf import (
+from cryoengine.physics.ctf import (
     CtfParameters,
     critical_exposure_e_per_A2,
     ctf_of_frequency,

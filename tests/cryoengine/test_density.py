@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cryoengine.correlation import best_translation_correlation, pearson_correlation
-from cryoengine.density import (
+from cryoengine.formats.mrc import read_volume
+from cryoengine.physics.correlation import best_translation_correlation, pearson_correlation
+from cryoengine.physics.density import (
     SCATTERING_PER_KDA_A,
     BoxTooSmallError,
     _frequency_magnitude,
@@ -17,9 +18,8 @@ from cryoengine.density import (
     scale_map_to_mass,
     scattering_weights,
 )
-from cryoengine.mrc import read_volume
-from cryoengine.phantom import phantom_atoms
-from cryoengine.structure import read_atoms
+from cryoengine.structure.atoms import read_atoms
+from cryoengine.structure.phantom import phantom_atoms
 
 
 @pytest.fixture(scope="module")

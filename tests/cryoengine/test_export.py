@@ -10,8 +10,8 @@ import pytest
 import starfile
 from particle_factory import BOX, LEVELS, make_particles
 
-from cryoengine.export import UnknownSnrLevelError, export_class
-from cryoengine.rotation import relion_euler_deg_to_rotation
+from cryoengine.formats.relion_export import UnknownSnrLevelError, export_class
+from cryoengine.physics.rotation import relion_euler_deg_to_rotation
 from cryoengine.store import ClassNotFoundError, write_class_group
 
 VOXEL_A = 12.5

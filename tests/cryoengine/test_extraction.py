@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cryoengine.extraction import extract_subtomograms, nearest_voxel_zyx
-from cryoengine.rotation import octahedral_rotations, random_rotations, rotate_volume
-from cryoengine.sample import Placements, render_sample
+from cryoengine.physics.extraction import extract_subtomograms, nearest_voxel_zyx
+from cryoengine.physics.placement import Placements, render_sample
+from cryoengine.physics.resampling import rotate_volume
+from cryoengine.physics.rotation import octahedral_rotations, random_rotations
 
 SLAB_ZYX = (37, 45, 41)
 BOX = 21

@@ -8,8 +8,8 @@ import mrcfile
 import numpy as np
 import pytest
 
-from cryoengine.mrc import MrcError, read_volume, write_volume
-from cryoengine.provenance import provenance
+from cryoengine.formats.mrc import MrcError, read_volume, write_volume
+from cryoengine.formats.provenance import provenance
 
 
 def test_round_trip_with_voxel_size_and_provenance(tmp_path):

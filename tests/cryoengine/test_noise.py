@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from conftest import HAS_CUPY
 
-from cryoengine.ctf import CtfParameters
-from cryoengine.noise import mix_noise_at_snr_levels, reference_noise_scale
-from cryoengine.projector import project_volume_to_tilts
-from cryoengine.reconstruction import weighted_backproject_tilts_to_volume
-from cryoengine.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts, draw_detector_noise_tilts
+from cryoengine.physics.ctf import CtfParameters
+from cryoengine.physics.noise import mix_noise_at_snr_levels, reference_noise_scale
+from cryoengine.physics.projector import project_volume_to_tilts
+from cryoengine.physics.reconstruction import weighted_backproject_tilts_to_volume
+from cryoengine.physics.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts, draw_detector_noise_tilts
 
 SNR_LEVELS = np.array([0.1, 0.05, 0.03, 0.01])  # the configured finite levels
 TOMOGRAM_ZYX = (21, 40, 44)

@@ -9,7 +9,7 @@ import pytest
 from particle_factory import BOX, LEVELS
 from particle_factory import make_particles as make_synthetic
 
-from cryoengine.particles import ParticleFileError, ParticleSet, concatenate
+from cryoengine.store.particle_set import ParticleFileError, ParticleSet, concatenate
 
 
 def make_particles(

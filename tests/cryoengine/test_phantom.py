@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cryoengine.correlation import best_translation_correlation
-from cryoengine.density import atoms_to_density
-from cryoengine.phantom import PROTEIN_ATOMS_PER_A3, phantom_atoms
-from cryoengine.rotation import octahedral_rotations, rotate_volume
+from cryoengine.identifiers import PHANTOM_SHAPES
+from cryoengine.physics.correlation import best_translation_correlation
+from cryoengine.physics.density import atoms_to_density
+from cryoengine.physics.resampling import rotate_volume
+from cryoengine.physics.rotation import octahedral_rotations
+from cryoengine.structure.phantom import PROTEIN_ATOMS_PER_A3, phantom_atoms
 
-SHAPES = ["ring", "helix", "cage", "rod", "blob"]
+SHAPES = list(PHANTOM_SHAPES)
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import HAS_ASTRA_CUDA
 
-from cryoengine.projector import (
+from cryoengine.physics.projector import (
     TiltGeometry,
     _cuda_geometries,
     backproject_tilts_to_volume,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import HAS_ASTRA_CUDA
 
-from cryoengine.projector import TiltGeometry, project_volume_to_tilts
-from cryoengine.reconstruction import (
+from cryoengine.physics.projector import TiltGeometry, project_volume_to_tilts
+from cryoengine.physics.reconstruction import (
     angular_weights_rad,
     ramp_filter_rfft,
     reconstruct_tilts_to_volume,

@@ -7,12 +7,11 @@ import pytest
 from scipy import ndimage, stats
 from scipy.spatial.transform import Rotation
 
-from cryoengine.rotation import (
-    SplineVolume,
+from cryoengine.physics.resampling import SplineVolume, rotate_volume
+from cryoengine.physics.rotation import (
     octahedral_rotations,
     random_rotations,
     relion_euler_deg_to_rotation,
-    rotate_volume,
     rotation_to_relion_euler_deg,
 )
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage, stats
 
-from cryoengine.extraction import extract_subtomograms, nearest_voxel_zyx
-from cryoengine.rotation import rotate_volume
-from cryoengine.sample import Placements, density_to_support_mask, place_particles, render_sample
+from cryoengine.physics.extraction import extract_subtomograms, nearest_voxel_zyx
+from cryoengine.physics.placement import Placements, density_to_support_mask, place_particles, render_sample
+from cryoengine.physics.resampling import rotate_volume
 
 SLAB_ZYX = (41, 97, 83)  # odd, non-cubic; z is the ice thickness
 THRESHOLD = 0.1

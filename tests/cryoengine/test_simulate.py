@@ -8,10 +8,11 @@ import pytest
 from cryoengine import stages
 from cryoengine.cli import main
 from cryoengine.config import ConfigError, validate_config
-from cryoengine.correlation import pearson_correlation
-from cryoengine.mrc import read_volume
-from cryoengine.particles import ParticleSet
-from cryoengine.rotation import octahedral_rotations, rotate_volume
+from cryoengine.formats.mrc import read_volume
+from cryoengine.physics.correlation import pearson_correlation
+from cryoengine.physics.resampling import rotate_volume
+from cryoengine.physics.rotation import octahedral_rotations
+from cryoengine.store.particle_set import ParticleSet
 
 CONFIG = {
     "box": 24,

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cryoengine.structure import StructureError, fetch_pdb_entry, find_pdb_entry, read_atoms
+from cryoengine.structure.atoms import StructureError, read_atoms
+from cryoengine.structure.fetch import fetch_pdb_entry, find_pdb_entry
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cryoengine.ctf import CtfParameters, ctf_of_frequency, exposure_filter
-from cryoengine.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts, draw_detector_noise_tilts
+from cryoengine.physics.ctf import CtfParameters, ctf_of_frequency, exposure_filter
+from cryoengine.physics.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts, draw_detector_noise_tilts
 
 
 def test_default_scheme_is_plus_minus_60_in_3_degree_steps_dose_symmetric():

@@ -26,9 +26,9 @@ from conftest import REPO_ROOT
 
 from cryoengine.cli import main
 from cryoengine.config import load_config
-from cryoengine.particles import ParticleSet
 from cryoengine.stages import crowder_classes
 from cryoengine.store import inspect_dataset, open_dataset
+from cryoengine.store.particle_set import ParticleSet
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 VOLUMES = ("clean", "noisy", "noise", "snr", "rotation", "shift", "position")

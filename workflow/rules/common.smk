@@ -13,7 +13,7 @@ from cryoengine.config import (
     read_config_yaml,
     validate_config,
 )
-from cryoengine.projector import cuda_available
+from cryoengine.physics.projector import cuda_available
 from cryoengine.stages import crowder_classes
 
 for configfile_path in workflow.configfiles:

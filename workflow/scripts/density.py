@@ -8,7 +8,7 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %
 
 from cryoengine import stages
 from cryoengine.config import validate_config
-from cryoengine.provenance import record_invocation
+from cryoengine.formats.provenance import record_invocation
 
 record_invocation(
     ["snakemake", "rule", snakemake.rule, *(f"{k}={v}" for k, v in snakemake.wildcards.items())]

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import scipy.fft
 
-from cryoengine.projector import (
+from cryoengine.physics.projector import (
     Backend,
     TiltGeometry,
     backproject_tilts_to_volume,

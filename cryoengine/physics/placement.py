@@ -2,7 +2,7 @@
 
 Places target particles and crowders of other classes by their rotated support masks, then renders densities.
 
-Every particle obeys ``particle = R · reference + shift`` of :mod:`cryoengine.rotation`: its reference
+Every particle obeys ``particle = R · reference + shift`` of :mod:`cryoengine.physics.rotation`: its reference
 density (box centre at ``shape // 2``) is rotated by ``R`` and put with that centre at ``centre_zyx_vox``
 in the slab. The slab is the whole volume (``nz`` is the ice thickness in voxels); every particle's
 support lies fully inside it.
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from cryoengine.rotation import SplineVolume, random_rotations, rotate_volume
+from cryoengine.physics.resampling import SplineVolume, rotate_volume
+from cryoengine.physics.rotation import random_rotations
 
 __all__ = ["Placements", "density_to_support_mask", "isolated_placements", "place_particles", "render_sample"]
 
@@ -268,9 +269,9 @@ def render_sample(
     """Sum every placed particle's rotated density into the slab.
 
     Each particle is its reference's cubic B-spline (zero outside the reference box, the model of
-    :func:`~cryoengine.rotation.rotate_volume`) rotated by ``R`` about the reference centre, which lands at
+    :func:`~.resampling.rotate_volume`) rotated by ``R`` about the reference centre, which lands at
     ``centre_zyx_vox``, and sampled at every slab voxel; whatever falls outside the slab is dropped. The
-    spline of each class is prefiltered once (:class:`~cryoengine.rotation.SplineVolume`), and values below
+    spline of each class is prefiltered once (:class:`~.resampling.SplineVolume`), and values below
     1e-7 of the reference's peak, where the spline rings out beyond the box, are skipped.
 
     Parameters

@@ -23,12 +23,12 @@ Labels
     ``checksums`` and the ``particle_set_attrs`` of the intermediate. Arrays, particle axis first:
     ``clean`` `(N, D, D, D)`, ``noisy`` `(N, L, D, D, D)`, ``noise`` `(N, K, D, D, D)`, ``noise_scale``
     `(N,)`, ``snr`` `(N, L)`, ``rotation`` `(N, 3, 3)`, ``shift`` `(N, 3)`, ``position`` `(N, 3)`,
-    ``tomogram`` `(N,)`, ``defocus_um`` `(N,)` (meanings in :class:`~cryoengine.particles.ParticleSet`).
+    ``tomogram`` `(N,)`, ``defocus_um`` `(N,)` (meanings in :class:`~.particle_set.ParticleSet`).
     ``noisy[:, l]`` is at ``snr_levels[l]``; the clean (∞) level is ``clean``, so ``snr_levels`` holds
     finite levels only.
 Noise (format 2)
     ``noise[:, k]`` are `K` independent unit-noise reconstructions (one detector-noise tilt series each,
-    reconstructed like the signal) and ``noise_scale`` the class-blind α₁ of :mod:`cryoengine.noise`:
+    reconstructed like the signal) and ``noise_scale`` the class-blind α₁ of :mod:`cryoengine.physics.noise`:
     ``clean + noise_scale / √s · noise[:, k]`` is the particle at nominal SNR ``s``, for any ``s > 0``
     and any ``k``; two views with different ``k`` carry independent noise. The stored ``noisy[:, l]`` is
     exactly that mix with ``s = snr_levels[l]`` and ``k = l mod K`` (float32 arithmetic), and
@@ -90,8 +90,8 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 from zarr.storage import LocalStore
 
-from cryoengine.config import CLASS_ID_PATTERN
-from cryoengine.particles import ParticleSet
+from cryoengine.identifiers import CLASS_ID_PATTERN
+from cryoengine.store.particle_set import ParticleSet
 
 __all__ = [
     "FORMAT",
@@ -213,7 +213,7 @@ class Item:
         in format 1): ``clean + noise_scale / √s · noise[k]`` is the particle at nominal SNR ``s``, for
         any ``s > 0`` and any ``k``.
     noise_scale
-        α₁ of the particle's tomogram, class-blind (:mod:`cryoengine.noise`); None in format 1.
+        α₁ of the particle's tomogram, class-blind (:mod:`cryoengine.physics.noise`); None in format 1.
     """
 
     index: int

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from cryoengine.array_module import Device, get_array_module, to_numpy
+from cryoengine.physics.array_module import Device, get_array_module, to_numpy
 
 __all__ = ["mix_noise_at_snr_levels", "reference_noise_scale"]
 

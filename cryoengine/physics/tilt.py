@@ -4,7 +4,7 @@ Projections are modulated by the CTF and the exposure filter; detector noise is 
 
 Image formation per tilt ``i`` (in Fourier space, on the detector grid, pixel = voxel):
 ``image_i = F⁻¹[ CTF(k) · W(k, N_i) · F[projection_i] ]`` where ``W`` is the exposure filter of
-:func:`cryoengine.ctf.exposure_filter` at ``N_i`` = the exposure before tilt ``i`` plus half its own
+:func:`cryoengine.physics.ctf.exposure_filter` at ``N_i`` = the exposure before tilt ``i`` plus half its own
 (the mid-exposure point). Simplifications, stated: one defocus for every tilt of a tomogram (the defocus
 gradient across a tilted specimen and the defocus change with height are ignored), no envelope functions
 beyond the exposure filter, and detector noise additive, white, Gaussian and of unit variance in every
@@ -20,8 +20,8 @@ from typing import Literal
 import numpy as np
 import scipy.fft
 
-from cryoengine.ctf import CtfParameters, ctf_of_frequency, exposure_filter, rfft2_frequencies_per_A
-from cryoengine.projector import TiltGeometry
+from cryoengine.physics.ctf import CtfParameters, ctf_of_frequency, exposure_filter, rfft2_frequencies_per_A
+from cryoengine.physics.projector import TiltGeometry
 
 __all__ = [
     "TiltScheme",

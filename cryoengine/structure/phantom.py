@@ -7,15 +7,12 @@ rings and rods keep their near-symmetry (Cn, stacked discs), as their real count
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
-from cryoengine.structure import Atoms
+from cryoengine.identifiers import PHANTOM_SHAPES, PhantomShape
+from cryoengine.structure.atoms import Atoms
 
 __all__ = ["PhantomShape", "phantom_atoms"]
-
-PhantomShape = Literal["ring", "helix", "cage", "rod", "blob"]
 
 #: Non-hydrogen atoms per Å³ of protein (1.35 g/cm³, ~15 Da per heavy atom with its hydrogens).
 PROTEIN_ATOMS_PER_A3 = 0.054
@@ -109,7 +106,7 @@ def _placements(
             / np.linalg.norm(centres, axis=1)[:, None]
         )
     else:
-        raise ValueError(f"unknown phantom shape {shape!r}; choose one of ring, helix, cage, rod, blob")
+        raise ValueError(f"unknown phantom shape {shape!r}; choose one of {', '.join(PHANTOM_SHAPES)}")
     return sub, rotations, centres
 
 

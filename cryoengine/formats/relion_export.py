@@ -1,6 +1,6 @@
 """Export of one class at one SNR level to what RELION reads: one MRC per subtomogram plus a STAR file.
 
-Euler angles come from :func:`cryoengine.rotation.rotation_to_relion_euler_deg`, the one conversion.
+Euler angles come from :func:`cryoengine.physics.rotation.rotation_to_relion_euler_deg`, the one conversion.
 
 Output of ``export_class(dataset, "a", 0.05, out_dir)``
 -------------------------------------------------------
@@ -8,7 +8,7 @@ Output of ``export_class(dataset, "a", 0.05, out_dir)``
     One float32 `D`³ volume per particle (RELION reads a subtomogram per file; ``n@stack.mrcs`` addresses
     2D images only), voxel size in the header. ``clean`` (∞) is exported as ``a_clean_*``.
 ``out_dir/ctf/a_tomo0000.mrc`` ...
-    The 3D CTF of each source tomogram's subtomograms (:func:`cryoengine.tilt.subtomogram_ctf_weight`:
+    The 3D CTF of each source tomogram's subtomograms (:func:`cryoengine.physics.tilt.subtomogram_ctf_weight`:
     every tilt's CTF × exposure filter on its central slice, 0 in the missing wedge), `D`³ float32 on
     the centred Fourier grid, the full-size ``rlnCtfImage`` layout RELION reads; shared by the particles
     of one tomogram (one defocus per tomogram).
@@ -50,13 +50,13 @@ import numpy as np
 import pandas as pd
 import starfile
 
-from cryoengine.atomic_file import atomic_path
-from cryoengine.ctf import CtfParameters
-from cryoengine.mrc import write_volume
-from cryoengine.provenance import provenance
-from cryoengine.rotation import rotation_to_relion_euler_deg
+from cryoengine.formats.atomic_write import atomic_path
+from cryoengine.formats.mrc import write_volume
+from cryoengine.formats.provenance import provenance
+from cryoengine.physics.ctf import CtfParameters
+from cryoengine.physics.rotation import rotation_to_relion_euler_deg
+from cryoengine.physics.tilt import TiltScheme, subtomogram_ctf_weight
 from cryoengine.store import open_dataset
-from cryoengine.tilt import TiltScheme, subtomogram_ctf_weight
 
 __all__ = ["UnknownSnrLevelError", "export_class"]
 

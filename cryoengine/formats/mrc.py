@@ -15,7 +15,7 @@ from typing import Any
 import mrcfile
 import numpy as np
 
-from cryoengine.atomic_file import atomic_path
+from cryoengine.formats.atomic_write import atomic_path
 
 __all__ = ["MrcError", "read_volume", "write_volume"]
 

@@ -25,7 +25,7 @@ import gemmi
 import numpy as np
 from scipy import ndimage
 
-from cryoengine.structure import Atoms
+from cryoengine.structure.atoms import Atoms
 
 __all__ = [
     "MASS_CONTOUR_FRACTION",

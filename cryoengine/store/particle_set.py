@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cryoengine.atomic_file import atomic_path
+from cryoengine.formats.atomic_write import atomic_path
 
 __all__ = ["ParticleFileError", "ParticleSet", "concatenate"]
 
@@ -53,7 +53,7 @@ class ParticleSet:
         `(N, D, D, D)` float32 noise-free reconstructions, ``(z, y, x)``.
     rotation
         `(N, 3, 3)` float64 ground-truth rotations, ``particle = R · reference + shift`` on ``(z, y, x)``
-        (:mod:`cryoengine.rotation`).
+        (:mod:`cryoengine.physics.rotation`).
     shift
         `(N, 3)` float32 offset of the particle centre from the box centre (index ``D // 2``), voxels,
         ``(z, y, x)``.
@@ -68,7 +68,7 @@ class ParticleSet:
         `(N, K, D, D, D)` float32 reconstructions of unit-variance detector noise, K independent
         realisations (one tilt series each); or None. Given together with ``noise_scale``.
     noise_scale
-        `(N,)` float32 α₁ of :mod:`cryoengine.noise`: ``clean + noise_scale / √s · noise[:, k]`` is the
+        `(N,)` float32 α₁ of :mod:`~.physics.noise`: ``clean + noise_scale / √s · noise[:, k]`` is the
         particle at nominal SNR ``s``; or None.
     signal_variance
         `(N,)` float64 box variance of each particle's own isolated signal (the numerator of its measured

@@ -1,0 +1,1 @@
+"""Files users exchange: MRC volumes, the RELION export, provenance records, atomic writes."""
