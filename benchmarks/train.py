@@ -127,12 +127,11 @@ def breakdown(path: Path, batch_size: int, **options) -> dict[str, float]:
     times["loader total"] = loader
     times["device finish (CPU here)"] = finish
     per_item = {name: seconds / items * 1e6 for name, seconds in times.items()}
-    # Which stored arrays the read spends its time on (through the store's private per-array reader:
-    # read_block has no choice of arrays, and format 2 views never use ``noisy``).
+    # Which stored arrays the read spends its time on (format 2 views never use ``noisy``).
     class_id = dataset.classes[0]
     for name in ("clean", "noise", "noisy"):
         begin = time.perf_counter()
-        dataset._read(class_id, name, slice(0, READ_ROWS))
+        dataset.read_block(class_id, 0, READ_ROWS, arrays=(name,))
         per_item[f"  store read of {name} alone"] = (time.perf_counter() - begin) / READ_ROWS * 1e6
     return per_item
 

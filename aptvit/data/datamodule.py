@@ -428,5 +428,4 @@ def _class_labels(dataset: Dataset) -> tuple[str, ...]:
 
 def _tomograms(dataset: Dataset, class_id: str) -> np.ndarray:
     """`(N,)` tomogram of every particle of a class, without reading its volumes."""
-    # The store reads its small per-particle arrays whole per class; it has no public accessor for them.
-    return np.asarray(dataset._per_particle_arrays(class_id)["tomogram"])
+    return np.asarray(dataset.per_particle_arrays(class_id)["tomogram"])

@@ -120,7 +120,7 @@ def embed_dataset(
             labels.append(np.full(len(block), block.class_index))
             tomograms.append(np.asarray(block.tomogram))
             indices.append(np.asarray(block.indices))
-            volumes = block.clean if level is None else block.noisy[:, level]
+            volumes = block.volumes_at(level)
             for first in range(0, len(block), batch_size):
                 yield torch.as_tensor(volumes[first : first + batch_size])
 

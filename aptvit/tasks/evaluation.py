@@ -229,7 +229,7 @@ def _read_particles(dataset: Dataset, class_ids: Sequence[str], level: float) ->
     }
     for class_id in class_ids:
         for block in dataset.iter_shards(class_id):
-            parts["volumes"].append(block.clean if column is None else block.noisy[:, column])
+            parts["volumes"].append(block.volumes_at(column))
             parts["labels"].append(np.full(len(block), block.class_index))
             parts["tomograms"].append(np.asarray(block.tomogram))
             parts["rotation"].append(np.asarray(block.rotation))

@@ -131,7 +131,7 @@ def export_class(
         name: [] for name in ("rotation", "shift", "position", "tomogram", "defocus_um")
     }
     for block in dataset.iter_shards(class_id):
-        volumes = block.clean if level is None else block.noisy[:, level]
+        volumes = block.volumes_at(level)
         for row, volume in zip(block.particle_indices, volumes, strict=True):
             path = out_dir / "subtomograms" / f"{class_id}_{tag}_{row:06d}.mrc"
             mrc_paths.append(write_volume(path, volume, voxel_size_A))

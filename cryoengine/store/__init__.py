@@ -1,25 +1,27 @@
-"""The subtomogram dataset ``dataset.zarr`` (DESIGN §4): the only package that imports zarr."""
+"""The subtomogram dataset ``dataset.zarr`` (DESIGN §4): the only package that imports zarr.
 
+``fields`` is the particle record (one table), ``writer`` writes class groups and the manifest, ``reader``
+reads items and blocks (and documents the layout), ``inspection`` summarises and verifies, ``particle_set``
+is the ``.npz`` intermediate between the workflow steps.
+"""
+
+from cryoengine.store.fields import FIELDS, FORMAT, FORMAT_VERSION, READABLE_VERSIONS, Field
+from cryoengine.store.inspection import InspectionReport, inspect_dataset
 from cryoengine.store.reader import (
-    FORMAT,
-    FORMAT_VERSION,
-    READABLE_VERSIONS,
     Block,
     ChecksumError,
     ClassNotFoundError,
     Dataset,
     DatasetFormatError,
     DatasetNotFoundError,
-    InspectionReport,
     Item,
     MissingChunkError,
-    inspect_dataset,
     open_dataset,
-    write_class_group,
-    write_manifest,
 )
+from cryoengine.store.writer import write_class_group, write_manifest
 
 __all__ = [
+    "FIELDS",
     "FORMAT",
     "FORMAT_VERSION",
     "READABLE_VERSIONS",
@@ -29,6 +31,7 @@ __all__ = [
     "Dataset",
     "DatasetFormatError",
     "DatasetNotFoundError",
+    "Field",
     "InspectionReport",
     "Item",
     "MissingChunkError",

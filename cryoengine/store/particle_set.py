@@ -17,24 +17,13 @@ from typing import Any
 import numpy as np
 
 from cryoengine.formats.atomic_write import atomic_path
+from cryoengine.store.fields import FIELDS, VOLUMES, expected_shape
 
 __all__ = ["ParticleFileError", "ParticleSet", "concatenate"]
 
-# Field → dtype every array is converted to; ``None`` fields are optional.
-_DTYPES: dict[str, np.dtype] = {
-    "clean": np.dtype(np.float32),
-    "noise": np.dtype(np.float32),
-    "noise_scale": np.dtype(np.float32),
-    "signal_variance": np.dtype(np.float64),
-    "noisy": np.dtype(np.float32),
-    "snr": np.dtype(np.float32),
-    "rotation": np.dtype(np.float64),
-    "shift": np.dtype(np.float32),
-    "position": np.dtype(np.float32),
-    "tomogram": np.dtype(np.int32),
-    "defocus_um": np.dtype(np.float32),
-}
-_OPTIONAL = ("noise", "noise_scale", "signal_variance", "noisy", "snr")
+# Field → dtype every array is converted to, and the fields a set may lack: from the record's field table.
+_DTYPES: dict[str, np.dtype] = {f.name: f.dtype for f in FIELDS}
+_OPTIONAL = tuple(f.name for f in FIELDS if not f.required)
 
 
 class ParticleFileError(ValueError):
@@ -107,27 +96,19 @@ class ParticleSet:
         if clean.ndim != 4 or not clean.shape[1] == clean.shape[2] == clean.shape[3]:
             raise ValueError(f"ParticleSet.clean must have shape (N, D, D, D), got {clean.shape}")
         n, d = clean.shape[0], clean.shape[1]
-        expected: dict[str, tuple[int | str, ...]] = {
-            "rotation": (n, 3, 3),
-            "shift": (n, 3),
-            "position": (n, 3),
-            "tomogram": (n,),
-            "defocus_um": (n,),
-            "noise_scale": (n,),
-            "signal_variance": (n,),
-        }
         if (self.noise is None) != (self.noise_scale is None):
             raise ValueError(
                 "ParticleSet.noise and ParticleSet.noise_scale must both be given or both be None"
             )
-        if self.noise is not None:
-            expected["noise"] = (n, self.noise.shape[1] if self.noise.ndim == 5 else "K", d, d, d)
         if (self.noisy is None) != (self.snr is None):
             raise ValueError("ParticleSet.noisy and ParticleSet.snr must both be given or both be None")
-        if self.noisy is not None:
-            levels = self.noisy.shape[1] if self.noisy.ndim == 5 else "L"
-            expected["noisy"] = (n, levels, d, d, d)
-            expected["snr"] = (n, levels)
+        sizes: dict[str, int | str] = {
+            "particle": n,
+            "box": d,
+            "realisation": self.noise.shape[1] if self.noise is not None and self.noise.ndim == 5 else "K",
+            "level": self.noisy.shape[1] if self.noisy is not None and self.noisy.ndim == 5 else "L",
+        }
+        expected = {f.name: expected_shape(f.name, sizes) for f in FIELDS if f.name != "clean"}
         for name, shape in expected.items():
             value = getattr(self, name)
             if value is not None and value.shape != shape:
@@ -251,7 +232,7 @@ def concatenate(sets: Sequence[ParticleSet]) -> ParticleSet:
         for name in _OPTIONAL:
             if (getattr(part, name) is None) != (getattr(first, name) is None):
                 raise ValueError(f"sets[{index}].{name} and sets[0].{name} are not both given or both None")
-        for name in ("clean", "noise", "noisy"):
+        for name in VOLUMES:
             ours, theirs = getattr(part, name), getattr(first, name)
             if ours is not None and ours.shape[1:] != theirs.shape[1:]:
                 raise ValueError(

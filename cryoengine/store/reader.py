@@ -1,6 +1,7 @@
-"""The subtomogram dataset ``dataset.zarr`` (DESIGN §4): write one class group atomically, read any item.
+"""Reading the subtomogram dataset ``dataset.zarr`` (DESIGN §4), and its layout: read any item or block.
 
-The only module that imports zarr; the trainer and the CLI read through :func:`open_dataset`.
+The trainer and the CLI read through :func:`open_dataset`; writing is :mod:`cryoengine.store.writer`, the
+record's fields are :mod:`cryoengine.store.fields`.
 
 Layout (format ``cryoengine.subtomograms``, ``format_version`` 2)
 -----------------------------------------------------------------
@@ -74,84 +75,27 @@ Checksums
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import os
-import re
-import secrets
-import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, Crc32cCodec
 from zarr.storage import LocalStore
 
-from cryoengine.identifiers import CLASS_ID_PATTERN
-from cryoengine.store.particle_set import ParticleSet
+from cryoengine.store.fields import (
+    FORMAT,
+    PER_PARTICLE,
+    READABLE_VERSIONS,
+    VOLUMES,
+    expected_shape,
+    stored_arrays,
+)
 
-__all__ = [
-    "FORMAT",
-    "FORMAT_VERSION",
-    "READABLE_VERSIONS",
-    "Block",
-    "ChecksumError",
-    "ClassNotFoundError",
-    "Dataset",
-    "DatasetFormatError",
-    "DatasetNotFoundError",
-    "InspectionReport",
-    "Item",
-    "MissingChunkError",
-    "inspect_dataset",
-    "open_dataset",
-    "write_class_group",
-    "write_manifest",
-]
-
-FORMAT = "cryoengine.subtomograms"
-FORMAT_VERSION = 2
-#: Versions this reader opens (version 1 has no ``noise`` / ``noise_scale``).
-READABLE_VERSIONS = (1, 2)
-
-_VOLUMES = ("clean", "noisy", "noise")
-_PER_PARTICLE = ("snr", "rotation", "shift", "position", "tomogram", "defocus_um", "noise_scale")
-_ARRAYS = _VOLUMES + _PER_PARTICLE
-# Arrays that format version 1 lacks.
-_SINCE_VERSION_2 = ("noise", "noise_scale")
-_DIMENSION_NAMES = {
-    "clean": ("particle", "z", "y", "x"),
-    "noisy": ("particle", "level", "z", "y", "x"),
-    "noise": ("particle", "realisation", "z", "y", "x"),
-    "noise_scale": ("particle",),
-    "snr": ("particle", "level"),
-    "rotation": ("particle", "row", "column"),
-    "shift": ("particle", "zyx"),
-    "position": ("particle", "zyx"),
-    "tomogram": ("particle",),
-    "defocus_um": ("particle",),
-}
-_COMPRESSORS = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec())
-# Unit noise hardly compresses (1.14× for 20 % slower reads, module docstring): stored raw, CRC-checked.
-_ARRAY_COMPRESSORS = {"noise": (Crc32cCodec(),)}
-_CHECKSUM_ALGORITHM = "sha256 of the little-endian C-order bytes of the whole array"
 # Dataset-level keys every class group carries a copy of, checked against the root on open.
 _SHARED_KEYS = ("voxel_size_A", "box", "snr_levels", "noise_realisations")
-_ROOT_RESERVED = ("format", "format_version", "classes", "count")
-_CLASS_RESERVED = (
-    "class_id",
-    "count",
-    "format_version",
-    *_SHARED_KEYS,
-    "checksums",
-    "checksum_algorithm",
-    "particle_set_attrs",
-)
-# Class attrs left out of the root manifest (bulky or internal).
-_NOT_IN_MANIFEST = (*_CLASS_RESERVED, "provenance")
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -247,252 +191,38 @@ class Block:
     clean, noisy, snr, rotation, shift, position, tomogram, defocus_um, noise, noise_scale
         As in :class:`Item` with a leading particle axis `n`: ``clean`` `(n, D, D, D)`, ``tomogram``
         `(n,)` int32, ``noise`` `(n, K, D, D, D)` and ``noise_scale`` `(n,)` float32 (None in format 1), ...
+        A volume left out by :meth:`Dataset.read_block`'s ``arrays`` is None.
     """
 
     class_id: str
     class_index: int
     particle_indices: range
     indices: range
-    clean: np.ndarray
-    noisy: np.ndarray
     snr: np.ndarray
     rotation: np.ndarray
     shift: np.ndarray
     position: np.ndarray
     tomogram: np.ndarray
     defocus_um: np.ndarray
+    clean: np.ndarray | None = None
+    noisy: np.ndarray | None = None
     noise: np.ndarray | None = None
     noise_scale: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.particle_indices)
 
+    def volumes_at(self, level: int | None) -> np.ndarray:
+        """Return `(n, D, D, D)` volumes: ``clean`` for ``level`` None, else ``noisy[:, level]``.
 
-@dataclass(frozen=True)
-class InspectionReport:
-    """What :func:`inspect_dataset` found: a printable table and the classes whose data failed.
-
-    Attributes
-    ----------
-    table
-        Header line, one row per class, total line.
-    failures
-        Class id → one-line reason, for classes that failed verification (empty when all passed or
-        nothing was verified).
-    """
-
-    table: str
-    failures: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when no class failed verification."""
-        return not self.failures
-
-    def __str__(self) -> str:
-        return self.table
-
-
-def write_class_group(
-    dataset_path: str | os.PathLike[str],
-    class_id: str,
-    particles: ParticleSet,
-    class_attrs: Mapping[str, Any],
-    dataset_attrs: Mapping[str, Any],
-    shard_size: int = 256,
-) -> Path:
-    """Write (or replace) the group of one class, atomically, creating the dataset root if missing.
-
-    The root, when this call creates it, gets ``format``, ``format_version`` and ``dataset_attrs``; an
-    existing root is never modified (see the module docstring, Concurrency).
-
-    Parameters
-    ----------
-    dataset_path
-        The ``dataset.zarr`` directory.
-    class_id
-        Class id (letters, digits, ``_ . -``; not starting with a dot).
-    particles
-        `N ≥ 1` particles with ``noisy`` and ``snr`` (`L` levels), ``noise`` (`K` realisations) and
-        ``noise_scale``, in `D`³ boxes.
-    class_attrs
-        JSON metadata of the class: ``name``, ``source``, ``provenance``, ... Must not use the keys the
-        store sets (``class_id``, ``count``, ``checksums``, ...).
-    dataset_attrs
-        JSON metadata of the whole dataset, the same for every class: ``voxel_size_A`` (> 0), ``box``
-        (`D`), ``snr_levels`` (`L` finite levels, in the order of ``noisy``'s level axis),
-        ``noise_realisations`` (`K`), plus e.g.
-        ``tilt_scheme`` and ``provenance``.
-    shard_size
-        Particles per shard file.
-
-    Returns
-    -------
-    Path
-        The class group, ``<dataset_path>/classes/<class_id>``.
-    """
-    root = Path(dataset_path)
-    _check_class_id(class_id)
-    if not isinstance(particles, ParticleSet):
-        raise ValueError(f"particles must be a ParticleSet, got {type(particles).__name__}")
-    if len(particles) == 0:
-        raise ValueError(f"particles of class {class_id!r} is empty (N = 0)")
-    if particles.noisy is None or particles.snr is None:
-        raise ValueError(f"particles of class {class_id!r} has no noisy volumes; add the SNR levels first")
-    if particles.noise is None or particles.noise_scale is None:
-        raise ValueError(f"particles of class {class_id!r} has no unit-noise volumes or noise scale")
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int | np.integer) or shard_size < 1:
-        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
-    dataset_attrs = _check_dataset_attrs(dataset_attrs)
-    class_attrs = _check_json_dict(class_attrs, "class_attrs", reserved=_CLASS_RESERVED)
-    if particles.box != dataset_attrs["box"]:
-        raise ValueError(
-            f"particles of class {class_id!r} are in {particles.box}³ boxes, dataset box is "
-            f"{dataset_attrs['box']}"
-        )
-    levels = dataset_attrs["snr_levels"]
-    if particles.noisy.shape[1] != len(levels):
-        raise ValueError(
-            f"particles of class {class_id!r} have {particles.noisy.shape[1]} noisy levels, "
-            f"dataset snr_levels has {len(levels)}: {levels}"
-        )
-    if particles.noise.shape[1] != dataset_attrs["noise_realisations"]:
-        raise ValueError(
-            f"particles of class {class_id!r} have {particles.noise.shape[1]} noise realisations, dataset "
-            f"noise_realisations is {dataset_attrs['noise_realisations']}"
-        )
-    _check_particle_attrs(particles.attrs, class_id, dataset_attrs)
-
-    if class_id not in dataset_attrs["class_labels"]:
-        raise ValueError(
-            f"class {class_id!r} is not in dataset_attrs['class_labels'] {dataset_attrs['class_labels']}"
-        )
-    _require_root(root, dataset_attrs)
-    classes_dir = root / "classes"
-    _remove_stale_groups(classes_dir, class_id)
-    token = secrets.token_hex(8)
-    tmp = classes_dir / f".{class_id}.tmp-{token}"
-    group_attrs = {
-        **class_attrs,
-        "class_id": class_id,
-        "count": len(particles),
-        "format_version": FORMAT_VERSION,
-        **{key: dataset_attrs[key] for key in _SHARED_KEYS},
-        "checksums": {name: _sha256([getattr(particles, name)]) for name in _ARRAYS},
-        "checksum_algorithm": _CHECKSUM_ALGORITHM,
-        "particle_set_attrs": particles.attrs,
-    }
-    try:
-        group = zarr.create_group(store=LocalStore(tmp), attributes=group_attrs, zarr_format=3)
-        for name in _ARRAYS:
-            data = getattr(particles, name)
-            item_shape = data.shape[1:]
-            volume = name in _VOLUMES
-            group.create_array(
-                name,
-                data=data,
-                chunks=(1, *item_shape) if volume else (int(shard_size), *item_shape),
-                shards=(int(shard_size), *item_shape) if volume else None,
-                compressors=_ARRAY_COMPRESSORS.get(name, _COMPRESSORS),
-                fill_value=0,
-                config={"write_empty_chunks": True},  # every chunk on disk: a missing one is damage
-                dimension_names=_DIMENSION_NAMES[name],
-                chunk_key_encoding={"name": "default", "separator": "."},
+        Raises ValueError when that volume was not read (:meth:`Dataset.read_block`'s ``arrays``).
+        """
+        volumes = self.clean if level is None else None if self.noisy is None else self.noisy[:, level]
+        if volumes is None:
+            raise ValueError(
+                f"block of class {self.class_id!r} was read without {'clean' if level is None else 'noisy'}"
             )
-        _fsync_tree(tmp)
-        final = classes_dir / class_id
-        old = classes_dir / f".{class_id}.old-{token}"
-        if final.exists():
-            os.rename(final, old)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if old.exists():
-                os.rename(old, final)
-            raise
-        _fsync_directory(classes_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-def write_manifest(
-    dataset_path: str | os.PathLike[str], class_ids: Sequence[str], dataset_attrs: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Fill the root attributes from the class groups, after every class job has finished.
-
-    Checks that exactly the configured classes are present and agree with ``dataset_attrs``, then
-    replaces the root attributes (one atomic file write) with ``format``, ``format_version``,
-    ``dataset_attrs``, ``classes`` ``{id: class attrs without internal keys and provenance, + count}``
-    and the total ``count``.
-
-    Parameters
-    ----------
-    dataset_path
-        The ``dataset.zarr`` directory.
-    class_ids
-        Every class the dataset must hold (the configured classes).
-    dataset_attrs
-        As in :func:`write_class_group`.
-
-    Returns
-    -------
-    dict
-        The new root attributes.
-
-    Raises
-    ------
-    ClassNotFoundError
-        A configured class has no group.
-    DatasetFormatError
-        A group of an unconfigured class, or a class written with other ``voxel_size_A``, ``box`` or
-        ``snr_levels``.
-    """
-    root = Path(dataset_path)
-    class_ids = list(class_ids)
-    for class_id in class_ids:
-        _check_class_id(class_id)
-    dataset_attrs = _check_dataset_attrs(dataset_attrs)
-    root_attrs = _read_root_attrs(root)
-    _check_writable(root, root_attrs)
-    _check_labels_extend(root, root_attrs.get("class_labels"), dataset_attrs["class_labels"])
-    unlabelled = sorted(set(class_ids) - set(dataset_attrs["class_labels"]))
-    if unlabelled:
-        raise ValueError(f"class(es) {', '.join(unlabelled)} are not in dataset_attrs['class_labels']")
-    present = _list_class_ids(root)
-    missing = sorted(set(class_ids) - set(present))
-    if missing:
-        raise ClassNotFoundError(
-            f"class(es) {', '.join(missing)} have no group in {root / 'classes'} "
-            f"(present: {', '.join(present) or 'none'})"
-        )
-    extra = sorted(set(present) - set(class_ids))
-    if extra:
-        raise DatasetFormatError(
-            f"{root / 'classes'} holds group(s) {', '.join(extra)} that are not configured classes; "
-            "remove them or add them to the configuration"
-        )
-    classes = {}
-    for class_id in sorted(class_ids):
-        attrs: dict[str, Any] = _open_group(root, f"classes/{class_id}").attrs.asdict()
-        for key in _SHARED_KEYS:
-            if attrs.get(key) != dataset_attrs[key]:
-                raise DatasetFormatError(
-                    f"class {class_id!r} was written with {key} = {attrs.get(key)!r}, the dataset has "
-                    f"{dataset_attrs[key]!r}; re-run that class"
-                )
-        classes[class_id] = {key: value for key, value in attrs.items() if key not in _NOT_IN_MANIFEST}
-        classes[class_id]["count"] = attrs["count"]
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        **dataset_attrs,
-        "classes": classes,
-        "count": sum(entry["count"] for entry in classes.values()),
-    }
-    zarr.open_group(store=LocalStore(root), mode="r+", zarr_format=3).attrs.put(manifest)
-    return manifest
+        return volumes
 
 
 class Dataset:
@@ -519,7 +249,7 @@ class Dataset:
         self.path = Path(path)
         self.attrs: dict[str, Any] = _read_root_attrs(self.path)
         self._version = int(self.attrs["format_version"])
-        self._names = tuple(n for n in _ARRAYS if self._version >= 2 or n not in _SINCE_VERSION_2)
+        self._names = stored_arrays(self._version)
         present = _list_class_ids(self.path)
         if self._version >= 2:
             self.class_labels: tuple[str, ...] = tuple(self.attrs["class_labels"])
@@ -630,7 +360,7 @@ class Dataset:
         position = int(np.searchsorted(self._starts, index, side="right")) - 1
         class_id = self.classes[position]
         row = index - int(self._starts[position])
-        small = self._per_particle_arrays(class_id)
+        small = self.per_particle_arrays(class_id)
         return Item(
             index=index,
             class_id=class_id,
@@ -669,8 +399,20 @@ class Dataset:
             ranges.extend((cid, start, min(start + rows, count)) for start in range(0, count, rows))
         return ranges
 
-    def read_block(self, class_id: str, start: int, stop: int) -> Block:
+    def read_block(
+        self, class_id: str, start: int, stop: int, arrays: Collection[str] | None = None
+    ) -> Block:
         """Read rows ``start:stop`` of one class; fastest when they are one of :meth:`shard_ranges`.
+
+        Parameters
+        ----------
+        class_id
+            A class present in the dataset.
+        start, stop
+            Rows of the class, ``0 ≤ start ≤ stop ≤`` its count.
+        arrays
+            The volumes to read (of ``clean``, ``noisy``, ``noise``); the others are None in the block.
+            None reads every volume the format stores. The small per-particle arrays are always given.
 
         Returns
         -------
@@ -680,16 +422,20 @@ class Dataset:
         class_index = self.class_index(class_id)
         if not 0 <= start <= stop <= self.counts[class_id]:
             raise ValueError(f"rows {start}:{stop} are outside class {class_id!r} of {self.counts[class_id]}")
-        small = self._per_particle_arrays(class_id)
+        volumes = tuple(name for name in VOLUMES if name in self._names)
+        if arrays is not None:
+            unknown = sorted(set(arrays) - set(volumes))
+            if unknown:
+                raise ValueError(f"arrays {unknown} are not volumes of this dataset; choose from {volumes}")
+            volumes = tuple(name for name in volumes if name in arrays)
+        small = self.per_particle_arrays(class_id)
         offset = int(self._starts[self.classes.index(class_id)])
         return Block(
             class_id=class_id,
             class_index=class_index,
             particle_indices=range(start, stop),
             indices=range(offset + start, offset + stop),
-            clean=self._read(class_id, "clean", slice(start, stop)),
-            noisy=self._read(class_id, "noisy", slice(start, stop)),
-            noise=self._read(class_id, "noise", slice(start, stop)) if self._version >= 2 else None,
+            **{name: self._read(class_id, name, slice(start, stop)) for name in volumes},
             **{name: small[name][start:stop].copy() for name in small},
         )
 
@@ -758,19 +504,8 @@ class Dataset:
         if class_id not in self._arrays:
             group = self._groups[class_id]
             n, d, levels = self.counts[class_id], self.box, len(self.snr_levels)
-            expected = {
-                "clean": (n, d, d, d),
-                "noisy": (n, levels, d, d, d),
-                "snr": (n, levels),
-                "rotation": (n, 3, 3),
-                "shift": (n, 3),
-                "position": (n, 3),
-                "tomogram": (n,),
-                "defocus_um": (n,),
-            }
-            if self._version >= 2:
-                expected["noise"] = (n, self.noise_realisations, d, d, d)
-                expected["noise_scale"] = (n,)
+            sizes = {"particle": n, "box": d, "level": levels, "realisation": self.noise_realisations}
+            expected = {name: expected_shape(name, sizes) for name in self._names}
             arrays = {}
             for name, shape in expected.items():
                 node = group.get(name)
@@ -790,11 +525,25 @@ class Dataset:
             self._arrays[class_id] = arrays
         return self._arrays[class_id]
 
-    def _per_particle_arrays(self, class_id: str) -> dict[str, np.ndarray]:
-        """Return the small per-particle arrays of a class, read whole on first use."""
+    def per_particle_arrays(self, class_id: str) -> dict[str, np.ndarray]:
+        """Return the small per-particle arrays of one class, read whole on first use (~120 B/particle).
+
+        Parameters
+        ----------
+        class_id
+            A class present in the dataset.
+
+        Returns
+        -------
+        dict
+            Name → `(N, ...)` array, for every per-particle field the format stores (``snr``,
+            ``rotation``, ``shift``, ``position``, ``tomogram``, ``defocus_um``, and ``noise_scale`` in
+            format 2), cached: treat them as read-only.
+        """
+        self._known(class_id)
         if class_id not in self._per_particle:
             self._per_particle[class_id] = {
-                name: self._read(class_id, name, slice(None)) for name in _PER_PARTICLE if name in self._names
+                name: self._read(class_id, name, slice(None)) for name in PER_PARTICLE if name in self._names
             }
         return self._per_particle[class_id]
 
@@ -815,7 +564,7 @@ class Dataset:
         missing one is damage. Format 1 skipped all-zero chunks of the small arrays, so only its volumes
         are checked. Files already seen are not checked again.
         """
-        if self._version < 2 and name not in _VOLUMES:
+        if self._version < 2 and name not in VOLUMES:
             return
         rows = range(self.counts[class_id])[selection]
         rows = rows if isinstance(rows, range) else range(rows, rows + 1)
@@ -853,165 +602,6 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
     return Dataset(path)
 
 
-def inspect_dataset(path: str | os.PathLike[str], verify: bool = True) -> InspectionReport:
-    """Summarise a dataset as a table: per class its name, count, shards, measured SNR, size, checksums.
-
-    Parameters
-    ----------
-    path
-        The dataset directory.
-    verify
-        Recompute every class's checksums (reads all data) and check the manifest; a dataset without
-        a manifest or without classes fails.
-
-    Returns
-    -------
-    InspectionReport
-        ``str(report)`` is the table; ``report.ok`` is False when a class failed verification, with the
-        reasons in ``report.failures``.
-    """
-    dataset = open_dataset(path)
-    failures: dict[str, str] = {}
-    if verify:
-        if not dataset.classes:
-            failures["(dataset)"] = f"{dataset.path} holds no class groups"
-        if not dataset.attrs.get("classes"):
-            failures["(manifest)"] = (
-                f"{dataset.path} has no manifest: write_manifest has not run, so it may be incomplete"
-            )
-        try:
-            dataset._verify_manifest()
-        except (ClassNotFoundError, DatasetFormatError) as error:
-            failures["(manifest)"] = str(error)
-    levels = ", ".join(f"{level:g}" for level in dataset.snr_levels)
-    header = ["class", "name", "particles", "shards", "median SNR per level", "on disk", "checksums"]
-    rows = []
-    for class_id in dataset.classes:
-        attrs = dataset.class_group(class_id).attrs.asdict()
-        status, median, shards = "not checked", "?", "?"
-        try:
-            shards = str(len(dataset.shard_ranges(class_id)))
-            snr = dataset._per_particle_arrays(class_id)["snr"]
-            median = " / ".join(f"{value:.3g}" for value in np.median(snr, axis=0))
-            if verify:
-                dataset.verify(class_id)
-                status = "ok"
-        except (ChecksumError, DatasetFormatError) as error:
-            failures[class_id] = str(error)
-            status = "FAILED"
-        rows.append(
-            [
-                class_id,
-                str(attrs.get("name", "")),
-                str(dataset.counts[class_id]),
-                shards,
-                median,
-                _format_bytes(_directory_bytes(dataset.path / "classes" / class_id)),
-                status,
-            ]
-        )
-    lines = [
-        f"{dataset.path}: {FORMAT} v{dataset.format_version}, {len(dataset.classes)} classes, {len(dataset)} "
-        f"subtomograms of {dataset.box}³ voxels at {dataset.voxel_size_A:g} Å, SNR levels {levels} "
-        "(and clean)",
-        *_format_table(header, rows, right_aligned={2, 3, 5}),
-    ]
-    if verify:
-        lines.append("all checksums ok" if not failures else "FAILED: " + "; ".join(failures.values()))
-    return InspectionReport(table="\n".join(lines), failures=failures)
-
-
-def _check_class_id(class_id: Any) -> None:
-    if not isinstance(class_id, str) or not re.match(CLASS_ID_PATTERN, class_id):
-        raise ValueError(f"class id {class_id!r} must match {CLASS_ID_PATTERN}")
-
-
-def _check_json_dict(value: Any, label: str, reserved: Sequence[str]) -> dict[str, Any]:
-    """``value`` as a plain dict after checking it is JSON (no NaN/∞) and avoids the store's keys."""
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{label} must be a mapping, got {type(value).__name__}")
-    value = dict(value)
-    clash = sorted(set(value) & set(reserved))
-    if clash:
-        raise ValueError(f"{label} must not set {', '.join(clash)}: the store sets them")
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{label} is not JSON-serialisable: {error}") from None
-    return value
-
-
-def _check_dataset_attrs(dataset_attrs: Any) -> dict[str, Any]:
-    if not isinstance(dataset_attrs, Mapping):
-        raise ValueError(f"dataset_attrs must be a mapping, got {type(dataset_attrs).__name__}")
-    attrs = dict(dataset_attrs)
-    for key in _SHARED_KEYS:
-        if key not in attrs:
-            raise ValueError(f"dataset_attrs must have {key!r}")
-    voxel = attrs["voxel_size_A"]
-    if isinstance(voxel, bool) or not isinstance(voxel, int | float) or not voxel > 0:
-        raise ValueError(f"dataset_attrs['voxel_size_A'] must be a positive number, got {voxel!r}")
-    box = attrs["box"]
-    if isinstance(box, bool) or not isinstance(box, int) or box < 1:
-        raise ValueError(f"dataset_attrs['box'] must be a positive integer, got {box!r}")
-    levels = attrs["snr_levels"]
-    if (
-        not isinstance(levels, list | tuple)
-        or not levels
-        or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < math.inf for v in levels
-        )
-    ):
-        raise ValueError(
-            f"dataset_attrs['snr_levels'] must be a non-empty list of positive finite numbers (∞ is the "
-            f"clean volume, not a level), got {levels!r}"
-        )
-    if len(set(levels)) != len(levels):
-        raise ValueError(f"dataset_attrs['snr_levels'] has repeated levels: {levels!r}")
-    attrs["snr_levels"] = [float(v) for v in levels]
-    realisations = attrs["noise_realisations"]
-    if isinstance(realisations, bool) or not isinstance(realisations, int) or realisations < 1:
-        raise ValueError(
-            f"dataset_attrs['noise_realisations'] must be a positive integer, got {realisations!r}"
-        )
-    labels = attrs.get("class_labels")
-    if not isinstance(labels, list | tuple) or not labels or len(set(labels)) != len(labels):
-        raise ValueError(
-            f"dataset_attrs['class_labels'] must be a non-empty list of distinct class ids (label order), "
-            f"got {labels!r}"
-        )
-    for class_id in labels:
-        _check_class_id(class_id)
-    attrs["class_labels"] = list(labels)
-    return _check_json_dict(attrs, "dataset_attrs", reserved=_ROOT_RESERVED)
-
-
-def _check_labels_extend(root: Path, stored: Any, labels: list[str]) -> None:
-    """Labels may only grow by appending classes: a stored label never moves or disappears."""
-    stored = list(stored or [])
-    if labels[: len(stored)] != stored:
-        raise DatasetFormatError(
-            f"{root} fixed the class labels {stored}; the new list {labels} would move or drop some. "
-            "Only appending classes keeps labels stable: write a new dataset to reorder or remove classes"
-        )
-
-
-def _check_particle_attrs(attrs: dict[str, Any], class_id: str, dataset_attrs: dict[str, Any]) -> None:
-    """Check that the intermediate's own metadata, where present, agree with the class and dataset."""
-    if "class_id" in attrs and attrs["class_id"] != class_id:
-        raise ValueError(f"particles are of class {attrs['class_id']!r}, not {class_id!r}")
-    if "voxel_size_A" in attrs and not math.isclose(attrs["voxel_size_A"], dataset_attrs["voxel_size_A"]):
-        raise ValueError(
-            f"particles of class {class_id!r} have voxel_size_A {attrs['voxel_size_A']}, "
-            f"dataset {dataset_attrs['voxel_size_A']}"
-        )
-    if "snr_levels" in attrs and not np.allclose(attrs["snr_levels"], dataset_attrs["snr_levels"], rtol=1e-6):
-        raise ValueError(
-            f"particles of class {class_id!r} have snr_levels {attrs['snr_levels']}, dataset "
-            f"{dataset_attrs['snr_levels']}"
-        )
-
-
 def _open_group(root: Path, path: str) -> zarr.Group:
     return zarr.open_group(store=LocalStore(root, read_only=True), path=path, mode="r", zarr_format=3)
 
@@ -1038,55 +628,6 @@ def _read_root_attrs(root: Path) -> dict[str, Any]:
     return attrs
 
 
-def _require_root(root: Path, dataset_attrs: dict[str, Any]) -> None:
-    """Create the root group and ``classes/`` unless a dataset is already there.
-
-    The group is built in a temporary directory beside the root. Into a missing (or empty) root it is
-    renamed whole. A workflow manager may already have made ``root/classes/`` (the parent of the class
-    group it expects); then the two metadata files are moved in one by one, ``classes/zarr.json`` first,
-    so that a root ``zarr.json`` never exists without its ``classes/`` group. Each move is an atomic
-    rename, and concurrent creators write the same format, so the last one wins harmlessly.
-    """
-    if not (root / "zarr.json").is_file():
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = root.parent / f".{root.name}.tmp-{secrets.token_hex(8)}"
-        try:
-            attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, **dataset_attrs}
-            group = zarr.create_group(store=LocalStore(tmp), attributes=attrs, zarr_format=3)
-            group.create_group("classes")
-            _fsync_tree(tmp)
-            try:
-                os.rename(tmp, root)  # replaces a missing or empty directory only
-            except OSError:
-                if not root.is_dir():
-                    raise
-                if not (root / "zarr.json").is_file() and _only_directories(root):
-                    (root / "classes").mkdir(exist_ok=True)
-                    os.replace(tmp / "classes" / "zarr.json", root / "classes" / "zarr.json")
-                    os.replace(tmp / "zarr.json", root / "zarr.json")
-                # else another job created the root first, or something else is there: checked below.
-            _fsync_directory(root.parent)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    attrs = _read_root_attrs(root)
-    _check_writable(root, attrs)
-    _check_labels_extend(root, attrs.get("class_labels"), dataset_attrs["class_labels"])
-
-
-def _check_writable(root: Path, attrs: dict[str, Any]) -> None:
-    """Refuse to add to a dataset of an older format version (its classes would mix two layouts)."""
-    if attrs.get("format_version") != FORMAT_VERSION:
-        raise DatasetFormatError(
-            f"{root} is format_version {attrs.get('format_version')}; this cryoengine writes version "
-            f"{FORMAT_VERSION} only: write a new dataset (or remove {root}) instead of adding to it"
-        )
-
-
-def _only_directories(root: Path) -> bool:
-    """Whether ``root`` holds nothing but directories (no file of another dataset or program)."""
-    return all(path.is_dir() for path in root.rglob("*"))
-
-
 def _list_class_ids(root: Path) -> list[str]:
     """Class groups on disk, sorted; dot-directories (temporary or old groups) are not classes."""
     with os.scandir(root / "classes") as entries:
@@ -1097,14 +638,6 @@ def _list_class_ids(root: Path) -> list[str]:
             and not entry.name.startswith(".")
             and os.path.isfile(Path(entry.path, "zarr.json"))
         )
-
-
-def _remove_stale_groups(classes_dir: Path, class_id: str) -> None:
-    """Remove temporary and old groups of ``class_id`` left by a killed writer."""
-    stale = re.compile(rf"\.{re.escape(class_id)}\.(tmp|old)-[0-9a-f]{{16}}")
-    for entry in classes_dir.iterdir():
-        if stale.fullmatch(entry.name):
-            shutil.rmtree(entry)
 
 
 def _rows_per_file(array: zarr.Array) -> int:
@@ -1118,52 +651,3 @@ def _sha256(blocks: Iterable[np.ndarray]) -> str:
     for block in blocks:
         digest.update(np.ascontiguousarray(block, dtype=block.dtype.newbyteorder("<")).data)
     return digest.hexdigest()
-
-
-def _fsync_tree(directory: Path) -> None:
-    """Flush every file and directory under ``directory`` to disk, so a rename publishes complete data."""
-    for dirpath, _, filenames in os.walk(directory):
-        for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_directory(Path(dirpath))
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _directory_bytes(directory: Path) -> int:
-    return sum(
-        os.path.getsize(os.path.join(dirpath, name))
-        for dirpath, _, names in os.walk(directory)
-        for name in names
-    )
-
-
-def _format_bytes(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    exponent = min(int(math.log(size, 1024)), 4)
-    return f"{size / 1024**exponent:.1f} {('KiB', 'MiB', 'GiB', 'TiB')[exponent - 1]}"
-
-
-def _format_table(header: list[str], rows: list[list[str]], right_aligned: set[int]) -> list[str]:
-    """Lines of a fixed-width text table: header, rule, rows; columns in ``right_aligned`` flush right."""
-    widths = [max(len(row[k]) for row in [header, *rows]) for k in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        padded = (
-            cell.rjust(width) if k in right_aligned else cell.ljust(width)
-            for k, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        )
-        return "  ".join(padded).rstrip()
-
-    return [line(header), line(["-" * width for width in widths]), *(line(row) for row in rows)]

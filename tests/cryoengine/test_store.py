@@ -210,7 +210,7 @@ def test_failed_write_keeps_the_previous_group(written, monkeypatch):
     def crash(directory):
         raise OSError("killed")
 
-    monkeypatch.setattr("cryoengine.store.reader._fsync_tree", crash)
+    monkeypatch.setattr("cryoengine.store.writer._fsync_tree", crash)
     with pytest.raises(OSError, match="killed"):
         write_class_group(path, "a", make_particles(3, 8, "a"), {"name": "A"}, DATASET_ATTRS, SHARD)
     assert files_of(path / "classes" / "a") == before
@@ -227,7 +227,7 @@ def test_failed_swap_puts_the_previous_group_back(written, monkeypatch):
             raise OSError("rename failed")
         rename(source, target)
 
-    monkeypatch.setattr("cryoengine.store.reader.os.rename", rename_failing_for_the_new_group)
+    monkeypatch.setattr("cryoengine.store.writer.os.rename", rename_failing_for_the_new_group)
     with pytest.raises(OSError, match="rename failed"):
         write_class_group(path, "a", make_particles(3, 8, "a"), {"name": "A"}, DATASET_ATTRS, SHARD)
     assert files_of(path / "classes" / "a") == before
