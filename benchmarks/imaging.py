@@ -23,6 +23,7 @@ from cryoengine.config import validate_config
 from cryoengine.formats.mrc import read_volume
 from cryoengine.physics.ctf import draw_ctf_parameters
 from cryoengine.physics.extraction import extract_subtomograms
+from cryoengine.physics.imaging import simulate_particles
 from cryoengine.physics.noise import mix_noise_at_snr_levels
 from cryoengine.physics.placement import density_to_support_mask, place_particles, render_sample
 from cryoengine.physics.projector import project_volume_to_tilts, resolve_backend
@@ -115,20 +116,16 @@ def main() -> None:
     clean, _ = extract_subtomograms(tomogram, centres, args.box)
     noise, _ = extract_subtomograms(noise_tomogram, centres, args.box)
 
+    settings = config.imaging_settings(isolation_margin_vox=8)
+
     def end_to_end() -> None:
-        signal = apply_ctf_and_exposure_to_tilts(
-            project_volume_to_tilts(sample, geometry, backend), scheme, ctf, 10.0
-        )
-        unit_noise = draw_detector_noise_tilts(geometry.tilts_shape, rng)
-        signal_volume = reconstruct_tilts_to_volume(signal, geometry, args.method, backend=backend)
-        noise_volume = reconstruct_tilts_to_volume(unit_noise, geometry, args.method, backend=backend)
-        signal_boxes = extract_subtomograms(signal_volume, centres, args.box)[0]
+        imaged = simulate_particles(densities, 0, densities[-1], settings, np.random.default_rng(0))
         mix_noise_at_snr_levels(
-            signal_boxes,
-            extract_subtomograms(noise_volume, centres, args.box)[0][:, None],
-            np.ones(len(centres)),
+            imaged.clean,
+            imaged.noise,
+            np.full(len(imaged.clean), imaged.noise_scale),
             levels,
-            signal_boxes.var(axis=(1, 2, 3), dtype=np.float64),
+            imaged.signal_variance,
             device=args.device,
         )
 
@@ -160,7 +157,7 @@ def main() -> None:
             clean.var(axis=(1, 2, 3), dtype=np.float64),
             device=args.device,
         ),
-        "imaging end to end (FP → SNR mixing, no sample, no files)": end_to_end,
+        "imaging end to end (simulate_particles + SNR mixing, no files)": end_to_end,
         "simulate_tomogram + calibrate_noise (everything, files included)": stage_functions,
     }
     print(

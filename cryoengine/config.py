@@ -10,10 +10,14 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from cryoengine.physics.imaging import ImagingSettings
+    from cryoengine.physics.tilt import TiltScheme
 
 from cryoengine.identifiers import CLASS_ID_PATTERN, PDB_ID_PATTERN, PhantomShape
 
@@ -144,6 +148,19 @@ class TiltSettings(_Model):
     )
     group_size: int = Field(2, ge=1, le=60, description="Tilts per group of the dose-symmetric scheme.")
     dose_per_tilt_e_per_A2: float = Field(3.0, ge=0, le=100, description="Exposure of each tilt (e⁻/Å²).")
+
+    def scheme(self) -> TiltScheme:
+        """Return the :class:`~cryoengine.physics.tilt.TiltScheme` these settings describe."""
+        from cryoengine.physics.tilt import TiltScheme
+
+        return TiltScheme(
+            self.min_angle_deg,
+            self.max_angle_deg,
+            self.step_deg,
+            self.order,
+            self.group_size,
+            self.dose_per_tilt_e_per_A2,
+        )
 
 
 class OpticsSettings(_Model):
@@ -411,6 +428,35 @@ class EngineConfig(_Model):
     def reference_diameter_A(self) -> float:
         """Diameter of the noise reference particle (Å): the configured one, or half the box edge."""
         return self.noise.reference_diameter_A or 0.5 * self.box * self.voxel_size_A
+
+    def imaging_settings(self, isolation_margin_vox: int) -> ImagingSettings:
+        """Return the settings of :func:`~cryoengine.physics.imaging.simulate_particles` this config sets."""
+        from cryoengine.physics.imaging import ImagingSettings
+
+        sample, optics, recon = self.sample, self.optics, self.reconstruction
+        return ImagingSettings(
+            box=self.box,
+            voxel_size_A=self.voxel_size_A,
+            slab_shape_zyx=sample.slab_shape_zyx,
+            particles_per_tomogram=sample.particles_per_tomogram,
+            crowding_fraction=sample.crowding_fraction,
+            support_threshold=sample.support_threshold,
+            support_margin_vox=sample.support_margin_vox,
+            scheme=self.tilt.scheme(),
+            defocus_min_um=optics.defocus_min_um,
+            defocus_max_um=optics.defocus_max_um,
+            astigmatism_max_um=optics.astigmatism_max_um,
+            voltage_kV=optics.voltage_kV,
+            cs_mm=optics.cs_mm,
+            amplitude_contrast=optics.amplitude_contrast,
+            phase_flip=optics.phase_flip,
+            exposure_filtering=optics.exposure_filtering,
+            reconstruction_method=recon.method,
+            sirt_iterations=recon.sirt_iterations,
+            backend=recon.backend,
+            noise_realisations=self.noise.realisations,
+            isolation_margin_vox=isolation_margin_vox,
+        )
 
     def assembly_of(self, spec: PdbSource | FileSource) -> str | None:
         """Assembly to build for a class: its own setting, or ``density.assembly`` for ``'default'``."""

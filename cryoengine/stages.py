@@ -21,19 +21,9 @@ from cryoengine.config import EngineConfig, FileSource, MapSource, PdbSource, Ph
 from cryoengine.formats.atomic_write import atomic_path
 from cryoengine.formats.mrc import read_volume, write_volume
 from cryoengine.formats.provenance import provenance
-from cryoengine.physics.ctf import draw_ctf_parameters
 from cryoengine.physics.density import atoms_to_density, resample_map, scale_map_to_mass
-from cryoengine.physics.extraction import extract_subtomograms
-from cryoengine.physics.noise import mix_noise_at_snr_levels, reference_noise_scale
-from cryoengine.physics.placement import (
-    density_to_support_mask,
-    isolated_placements,
-    place_particles,
-    render_sample,
-)
-from cryoengine.physics.projector import TiltGeometry, project_volume_to_tilts
-from cryoengine.physics.reconstruction import reconstruct_tilts_to_volume
-from cryoengine.physics.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts, draw_detector_noise_tilts
+from cryoengine.physics.imaging import simulate_particles
+from cryoengine.physics.noise import mix_noise_at_snr_levels
 from cryoengine.store import write_class_group, write_manifest
 from cryoengine.store.particle_set import ParticleSet, concatenate
 from cryoengine.structure.atoms import StructureError, read_atoms
@@ -270,101 +260,8 @@ def simulate_tomogram(
         if not np.isclose(voxel_A, config.voxel_size_A, rtol=1e-3):
             raise ValueError(f"density of {other} has voxel {voxel_A} Å, config says {config.voxel_size_A} Å")
         densities.append(volume)
-    sample, tilt, optics = config.sample, config.tilt, config.optics
-    seed = tomogram_seed(sample.seed, class_id, tomogram)
-    rng = np.random.default_rng(seed)
-
-    masks = [
-        density_to_support_mask(d, sample.support_threshold, sample.support_margin_vox) for d in densities
-    ]
-    target = class_ids.index(class_id)
-    placements = place_particles(
-        sample.slab_shape_zyx,
-        masks,
-        sample.particles_per_tomogram,
-        target,
-        sample.crowding_fraction,
-        rng,
-        target_box=config.box,
-    )
-    n_crowders = int(np.count_nonzero(placements.class_index != target))
-    log.info(
-        "%s tomogram %d: placed %d targets and %d crowders",
-        class_id,
-        tomogram,
-        len(placements.class_index) - n_crowders,
-        n_crowders,
-    )
-    specimen = render_sample(sample.slab_shape_zyx, densities, placements)
-    log.info("%s tomogram %d: rendered the %s sample", class_id, tomogram, "×".join(map(str, specimen.shape)))
-
-    scheme = TiltScheme(
-        tilt.min_angle_deg,
-        tilt.max_angle_deg,
-        tilt.step_deg,
-        tilt.order,
-        tilt.group_size,
-        tilt.dose_per_tilt_e_per_A2,
-    )
-    geometry = scheme.geometry(sample.slab_shape_zyx)
-    backend = config.reconstruction.backend
-    ctf = draw_ctf_parameters(
-        rng,
-        defocus_min_um=optics.defocus_min_um,
-        defocus_max_um=optics.defocus_max_um,
-        astigmatism_max_um=optics.astigmatism_max_um,
-        voltage_kV=optics.voltage_kV,
-        cs_mm=optics.cs_mm,
-        amplitude_contrast=optics.amplitude_contrast,
-    )
-    signal_tilts = apply_ctf_and_exposure_to_tilts(
-        project_volume_to_tilts(specimen, geometry, backend=backend),
-        scheme,
-        ctf,
-        config.voxel_size_A,
-        phase_flip=optics.phase_flip,
-        exposure_filtering=optics.exposure_filtering,
-    )
-    log.info(
-        "%s tomogram %d: %d tilts projected (%s), defocus %.2f µm",
-        class_id,
-        tomogram,
-        len(signal_tilts),
-        backend,
-        ctf.defocus_um,
-    )
-    is_target = placements.class_index == target
-    centres = placements.centre_zyx_vox[is_target]
-    n = len(centres)
-
-    def reconstruct(tilts: np.ndarray, tilt_geometry: TiltGeometry) -> np.ndarray:
-        return reconstruct_tilts_to_volume(
-            tilts,
-            tilt_geometry,
-            config.reconstruction.method,
-            n_iterations=config.reconstruction.sirt_iterations,
-            backend=backend,
-        )
-
-    clean, shift = extract_subtomograms(reconstruct(signal_tilts, geometry), centres, config.box)
-    del signal_tilts
-    realisations = config.noise.realisations
-    noise = np.empty((n, realisations, config.box, config.box, config.box), dtype=np.float32)
-    unit_noise_variance = 0.0
-    for k in range(realisations):  # one independent detector-noise tilt series per realisation
-        noise_tomogram = reconstruct(draw_detector_noise_tilts(geometry.tilts_shape, rng), geometry)
-        noise[:, k] = extract_subtomograms(noise_tomogram, centres, config.box)[0]
-        unit_noise_variance += float(noise_tomogram.var(dtype=np.float64)) / realisations
-        del noise_tomogram
-    log.info(
-        "%s tomogram %d: signal and %d noise realisations reconstructed (%s)",
-        class_id,
-        tomogram,
-        realisations,
-        config.reconstruction.method,
-    )
-
-    # Each target alone, and the class-blind reference particle, imaged like the sample (noise module).
+    seed = tomogram_seed(config.sample.seed, class_id, tomogram)
+    # The class-blind reference particle of the noise scale (noise module).
     reference = atoms_to_density(
         phantom_atoms("blob", config.reference_diameter_A(), _REFERENCE_SUBUNITS, _REFERENCE_SEED),
         config.voxel_size_A,
@@ -372,51 +269,42 @@ def simulate_tomogram(
         config.resolution_A(),
         config.density.oversampling,
     )
-    cell = config.box + 2 * _ISOLATION_MARGIN_VOX
-    alone_shape, alone = isolated_placements(
-        np.append(np.full(n, target), len(densities)),
-        np.concatenate([centres, np.zeros((1, 3))]),
-        np.concatenate([placements.rotation[is_target], np.eye(3)[None]]),
-        cell,
+    imaged = simulate_particles(
+        densities,
+        class_ids.index(class_id),
+        reference,
+        config.imaging_settings(_ISOLATION_MARGIN_VOX),
+        np.random.default_rng(seed),
     )
-    alone_geometry = scheme.geometry(alone_shape)
-    alone_tilts = apply_ctf_and_exposure_to_tilts(
-        project_volume_to_tilts(
-            render_sample(alone_shape, [*densities, reference], alone), alone_geometry, backend=backend
-        ),
-        scheme,
-        ctf,
-        config.voxel_size_A,
-        phase_flip=optics.phase_flip,
-        exposure_filtering=optics.exposure_filtering,
-    )
-    own, _ = extract_subtomograms(reconstruct(alone_tilts, alone_geometry), alone.centre_zyx_vox, config.box)
-    own_variance = own.var(axis=(1, 2, 3), dtype=np.float64)
-    noise_scale = reference_noise_scale(float(own_variance[-1]), unit_noise_variance)
+    ctf, n = imaged.ctf, len(imaged.clean)
     log.info(
-        "%s tomogram %d: noise scale α₁ %.4g (reference variance %.4g, unit-noise variance %.4g)",
+        "%s tomogram %d: %d targets among %d crowders, defocus %.2f µm, noise scale α₁ %.4g (reference "
+        "variance %.4g, unit-noise variance %.4g)",
         class_id,
         tomogram,
-        noise_scale,
-        own_variance[-1],
-        unit_noise_variance,
+        n,
+        imaged.crowders,
+        ctf.defocus_um,
+        imaged.noise_scale,
+        imaged.reference_signal_variance,
+        imaged.unit_noise_variance,
     )
     record = provenance(config.model_dump(mode="json"), seed=int(seed.generate_state(1)[0]))
     record["tomogram"] = {
         "index": tomogram,
-        "crowders": n_crowders,
+        "crowders": imaged.crowders,
         "ctf": vars(ctf),
-        "reference_signal_variance": float(own_variance[-1]),
-        "unit_noise_variance": unit_noise_variance,
+        "reference_signal_variance": imaged.reference_signal_variance,
+        "unit_noise_variance": imaged.unit_noise_variance,
     }
     particles = ParticleSet(
-        clean=clean,
-        noise=noise,
-        noise_scale=np.full(n, noise_scale),
-        signal_variance=own_variance[:-1],
-        rotation=placements.rotation[is_target],
-        shift=shift,
-        position=centres,
+        clean=imaged.clean,
+        noise=imaged.noise,
+        noise_scale=np.full(n, imaged.noise_scale),
+        signal_variance=imaged.signal_variance,
+        rotation=imaged.rotation,
+        shift=imaged.shift,
+        position=imaged.position,
         tomogram=np.full(n, tomogram),
         defocus_um=np.full(n, ctf.defocus_um),
         attrs={"class_id": class_id, "voxel_size_A": config.voxel_size_A, "provenance": record},
