@@ -72,6 +72,11 @@ def write_volume(
     return path
 
 
+# The fixed MRC header, and the bits per voxel of each data mode (MRC2014; 101 = 4-bit).
+_HEADER_BYTES = 1024
+_MODE_BITS = {0: 8, 1: 16, 2: 32, 3: 32, 4: 64, 6: 16, 12: 16, 101: 4}
+
+
 def read_volume(path: str | os.PathLike[str]) -> tuple[np.ndarray, float]:
     """Read a 3D MRC volume.
 
@@ -97,6 +102,7 @@ def read_volume(path: str | os.PathLike[str]) -> tuple[np.ndarray, float]:
         raise MrcError(f"map file {path} does not exist")
     if path.stat().st_size == 0:
         raise MrcError(f"map file {path} is empty")
+    _check_size_fits_header(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # mrcfile warns about fixable header quirks of other programs
@@ -117,3 +123,28 @@ def read_volume(path: str | os.PathLike[str]) -> tuple[np.ndarray, float]:
     if not np.allclose(voxel, voxel[2], rtol=1e-3):
         raise MrcError(f"{path} has anisotropic voxels {voxel} Å (z, y, x)")
     return volume, voxel[2]
+
+
+def _check_size_fits_header(path: Path) -> None:
+    """Refuse a file whose header's dimensions, mode and extended header need more bytes than it has.
+
+    Checked before the data are read, so that a corrupt header cannot make the reader allocate for the
+    volume it claims (a 2 KiB file with a garbled size field would otherwise ask for gigabytes).
+    """
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        header = file.read(_HEADER_BYTES)
+    if len(header) < _HEADER_BYTES:
+        raise MrcError(f"{path} is not a readable MRC file: {len(header)} bytes, shorter than the header")
+    stamp = header[212:214]
+    order = ">" if stamp in (b"\x11\x11", b"\x11\x00") else "<"
+    nx, ny, nz, mode = np.frombuffer(header[:16], dtype=f"{order}i4")
+    extended = int(np.frombuffer(header[92:96], dtype=f"{order}i4")[0])
+    if mode not in _MODE_BITS or min(nx, ny, nz) < 1 or extended < 0:
+        return  # not a header this check understands; mrcfile reports it
+    needed = _HEADER_BYTES + extended + (int(nx) * int(ny) * int(nz) * _MODE_BITS[int(mode)]) // 8
+    if size < needed:
+        raise MrcError(
+            f"{path} is not a readable MRC file: its header says {nx}×{ny}×{nz} voxels of mode {mode} "
+            f"({needed} bytes), the file has {size}"
+        )

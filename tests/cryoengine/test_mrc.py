@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import mrcfile
 import numpy as np
@@ -46,6 +47,24 @@ def test_truncated_file(tmp_path):
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(MrcError, match="v.mrc"):
         read_volume(path)
+
+
+def test_header_larger_than_the_file_is_refused_before_reading(tmp_path):
+    """A 2 KiB file whose header claims 1000³ float32 voxels fails at once, without allocating for them."""
+    path = write_volume(tmp_path / "v.mrc", np.ones((8, 8, 8)), 2.0)
+    header = bytearray(path.read_bytes()[:1024])
+    header[:12] = np.array([1000, 1000, 1000], dtype="<i4").tobytes()
+    path.write_bytes(bytes(header) + b"\x00" * 1024)
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            MrcError, match=r"1000×1000×1000 voxels of mode 2 \(4000001024 bytes\), the file has 2048"
+        ):
+            read_volume(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000
 
 
 def test_missing_file(tmp_path):
