@@ -1,6 +1,6 @@
 # Two entry points that set themselves up on a fresh machine:
 #   make demo   tiny dataset -> short CPU pre-training -> evaluation report, outputs under demo/results
-#   make test   the test suite (what CI runs)
+#   make test   the test suite (what CI runs); make test-fast skips the tests marked slow
 # Set-up installs into .venv. torch is installed first and pinned so that pip keeps it: on this kind of
 # machine torch==2.13.0 resolves to a local CPU build; elsewhere pass TORCH="torch==X --index-url URL".
 
@@ -11,7 +11,7 @@ CORES  ?= 2
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean-demo FORCE
+.PHONY: demo test test-fast lint setup clean-demo FORCE
 
 setup: $(STAMP)
 
@@ -59,6 +59,10 @@ test: $(STAMP)
 	$(BIN)/snakemake --snakefile workflow/Snakefile --directory .test --lint
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not gpu" tests
+
+# The fast path while editing: no workflow runs, no slow training tests (CI runs `make test`, everything).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not gpu and not slow" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check cryoengine aptvit tests benchmarks workflow/scripts

@@ -142,10 +142,16 @@ def test_targets_come_first_and_crowding_fills_the_volume_fraction(crowded, mask
 
 
 def test_targets_can_be_extracted_with_their_box(crowded):
+    """Every target's box fits in the slab, and is cut around the target's nearest voxel."""
     placements, _ = crowded
     targets = placements.centre_zyx_vox[placements.class_index == 0]
-    subtomograms, _ = extract_subtomograms(np.zeros(SLAB_ZYX, np.float32), targets, TARGET_BOX)
-    assert len(subtomograms) == 10
+    slab = np.arange(np.prod(SLAB_ZYX), dtype=np.float32).reshape(SLAB_ZYX)  # each voxel its own value
+    subtomograms, _ = extract_subtomograms(slab, targets, TARGET_BOX)
+    assert subtomograms.shape == (10, TARGET_BOX, TARGET_BOX, TARGET_BOX)
+    half = TARGET_BOX // 2
+    for box, voxel in zip(subtomograms, nearest_voxel_zyx(targets)[0], strict=True):
+        low = np.asarray(voxel) - half
+        np.testing.assert_array_equal(box, slab[tuple(slice(a, a + TARGET_BOX) for a in low)])
 
 
 def test_orientations_are_uniform_on_so3(masks):

@@ -25,6 +25,7 @@ from cryoengine.store import (
     write_class_group,
     write_manifest,
 )
+from cryoengine.store.fields import ARRAYS
 from cryoengine.store.particle_set import ParticleSet
 
 SHARD = 3
@@ -38,18 +39,6 @@ DATASET_ATTRS = {
     "provenance": {"seed": 0},
 }
 COUNTS = {"a": 7, "b": 5}  # 7 = two full shards of 3 and one of 1
-ARRAYS = (
-    "clean",
-    "noisy",
-    "noise",
-    "snr",
-    "rotation",
-    "shift",
-    "position",
-    "tomogram",
-    "defocus_um",
-    "noise_scale",
-)
 
 
 def make_particles(n: int, seed: int, class_id: str, box: int = BOX) -> ParticleSet:

@@ -28,11 +28,12 @@ from cryoengine.cli import main
 from cryoengine.config import load_config
 from cryoengine.stages import crowder_classes
 from cryoengine.store import inspect_dataset, open_dataset
+from cryoengine.store.fields import ARRAYS, FIELDS
 from cryoengine.store.particle_set import ParticleSet
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-VOLUMES = ("clean", "noisy", "noise", "snr", "rotation", "shift", "position")
-ARRAYS = (*VOLUMES, "noise_scale", "tomogram", "defocus_um")
+# The item fields that are arrays (the scalars of an Item are compared on their own).
+ITEM_ARRAYS = tuple(f.name for f in FIELDS if f.stored and len(f.dims) > 1)
 
 
 def make_workdir(parent: Path) -> Path:
@@ -136,6 +137,7 @@ def reference(tmp_path_factory, shared_data):
     return workdir
 
 
+@pytest.mark.slow  # runs the workflow
 def test_dataset_validates_and_reports(reference, capsys):
     report = inspect_dataset(reference / "results" / "dataset.zarr")
     assert report.ok, report.failures
@@ -160,6 +162,7 @@ def test_dataset_validates_and_reports(reference, capsys):
         assert record["argv"] == ["snakemake", "rule", "density", f"cls={class_id}"]  # not a temp script
 
 
+@pytest.mark.slow  # runs the workflow
 def test_items_are_the_bytes_of_their_intermediate(reference):
     dataset = open_dataset(reference / "results" / "dataset.zarr")
     offset = 0
@@ -170,7 +173,7 @@ def test_items_are_the_bytes_of_their_intermediate(reference):
         for i in (0, len(particles) - 1):
             item = dataset[offset + i]
             assert item.class_id == class_id
-            for name in VOLUMES:
+            for name in ITEM_ARRAYS:
                 assert getattr(item, name).tobytes() == getattr(particles, name)[i].tobytes(), name
             assert item.tomogram == particles.tomogram[i] and item.defocus_um == particles.defocus_um[i]
             assert item.noise_scale == particles.noise_scale[i]
@@ -185,12 +188,14 @@ def again(reference, tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow  # runs the workflow
 def test_same_config_same_bytes_and_only_tomogram_files_kept(reference, again):
     assert_same_arrays(dataset_arrays(again), dataset_arrays(reference))
     assert not list((again / "results" / "particles").glob("*.npz"))  # the noise rule's output is temporary
     assert len(list((again / "results" / "particles").glob("*/tomogram_*.npz"))) == 8  # simulate's is kept
 
 
+@pytest.mark.slow  # runs the workflow
 @pytest.mark.parametrize(
     ("stage", "how"),
     [
@@ -217,6 +222,7 @@ def test_resume_after_a_kill(reference, tmp_path, stage, how):
     assert leftovers == []
 
 
+@pytest.mark.slow  # runs the workflow
 def test_one_class_group_is_rebuilt_alone(reference, again, tmp_path):
     workdir = tmp_path / "rebuild"
     shutil.copytree(again, workdir, symlinks=True)
@@ -260,10 +266,12 @@ def rules_of(jobs) -> dict[str, set]:
     return found
 
 
+@pytest.mark.slow  # runs the workflow
 def test_nothing_reruns_when_nothing_changed(again, tmp_path):
     assert changed(again, tmp_path, lambda config: None) == set()
 
 
+@pytest.mark.slow  # runs the workflow
 @pytest.mark.parametrize(
     "edit",
     [
@@ -278,6 +286,7 @@ def test_noise_and_shard_settings_never_rerun_simulate(again, tmp_path, edit):
     assert jobs["noise"] == jobs["shard"] == {"cage", "esterase", "hsp70", "ring5"}
 
 
+@pytest.mark.slow  # runs the workflow
 def test_editing_a_description_touches_only_that_class_group(again, tmp_path):
     jobs = rules_of(
         changed(again, tmp_path, lambda config: config["classes"]["ring5"].update(description="x"))
@@ -285,6 +294,7 @@ def test_editing_a_description_touches_only_that_class_group(again, tmp_path):
     assert jobs == {"noise": {"ring5"}, "shard": {"ring5"}, "manifest": {None}, "all": {None}}
 
 
+@pytest.mark.slow  # runs the workflow
 @pytest.mark.parametrize(
     ("edit", "args"),
     [
@@ -301,6 +311,7 @@ def test_a_changed_class_resimulates_its_tomograms_and_those_it_crowds_only(agai
     assert jobs["noise"] == jobs["shard"] == {cls for cls, _ in touched}
 
 
+@pytest.mark.slow  # runs the workflow
 def test_a_changed_tilt_step_resimulates_every_tomogram_but_no_density(again, tmp_path):
     jobs = rules_of(changed(again, tmp_path, lambda config: config["tilt"].__setitem__("step_deg", 10.0)))
     assert len(jobs["simulate"]) == 8 and "density" not in jobs and "fetch_structure" not in jobs
@@ -326,6 +337,7 @@ def test_parsing_fetches_nothing_and_optional_classes_are_resolved_by_a_rule(tmp
     assert "skipping optional class missing" in (workdir / "logs" / "available_classes.log").read_text()
 
 
+@pytest.mark.slow  # runs the workflow
 def test_export_round_trip(reference, tmp_path):
     out = tmp_path / "export"
     dataset = str(reference / "results" / "dataset.zarr")
