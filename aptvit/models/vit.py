@@ -1,7 +1,7 @@
 """APT-ViT: a Vision Transformer over adaptively phased 3D patches, the encoder of the foundation model.
 
 Input subtomograms `(B, C, D, H, W)` give tokens `(B, N, embed_dim)` and a pooled embedding; with the
-adaptive phase sampler both follow circular shifts of the input exactly (see ``apt.py``).
+adaptive phase sampler both follow circular shifts of the input exactly (see ``phase_sampler.py``).
 """
 
 from __future__ import annotations
