@@ -13,6 +13,7 @@ from cryoengine.config import (
     read_config_yaml,
     validate_config,
 )
+from cryoengine.identifiers import PDB_ID_PATTERN
 from cryoengine.physics.projector import cuda_available
 from cryoengine.stages import crowder_classes
 
@@ -46,7 +47,7 @@ SIMULATE_GPUS = int(
 
 wildcard_constraints:
     cls="|".join(CLASSES) or "^$",
-    pdb_id="[0-9][A-Za-z0-9]{3}",
+    pdb_id=PDB_ID_PATTERN.removeprefix("^").removesuffix("$"),
     tomogram="[0-9]+",
 
 
