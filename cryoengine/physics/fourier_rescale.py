@@ -141,12 +141,14 @@ def plan_box_rescale(
     max_resampled_box: int | None = None,
     tolerance: float = 2e-3,
 ) -> BoxRescalePlan:
-    """Choose the source and resampled box sizes whose voxel ratio is closest to the requested one.
+    """Choose the source and resampled box sizes that rescale to the requested voxel size.
 
     Candidates are every resampled size ``m`` from ``target_box + 2 · margin_vox`` (the margin keeps the
     periodic wrap of the Fourier resampling away from the kept box) to ``max_resampled_box``, each with
-    ``n = round(m · target / source)`` source voxels; the pair with the smallest relative voxel error
-    wins, the smaller ``m`` on ties. Equal voxel sizes give ``n = m = target_box`` (a plain crop).
+    ``n = round(m · target / source)`` source voxels. The smallest ``m`` whose relative voxel error is
+    within ``tolerance / 4`` wins (small boxes read less and reach less far beyond the particle); failing
+    that, the candidate with the smallest error. Equal voxel sizes give ``n = m = target_box`` (a plain
+    crop).
 
     Parameters
     ----------
@@ -196,7 +198,8 @@ def plan_box_rescale(
         BoxRescalePlan(source, target, max(1, round(m * target / source)), m, int(target_box))
         for m in range(smallest, largest + 1)
     ]
-    best = min(candidates, key=lambda plan: (round(plan.relative_error, 12), plan.resampled_box))
+    good_enough = [plan for plan in candidates if plan.relative_error <= tolerance / 4]
+    best = good_enough[0] if good_enough else min(candidates, key=lambda plan: plan.relative_error)
     if best.relative_error > tolerance:
         raise ValueError(
             f"no box pair up to {largest} voxels rescales {source} Å to {target} Å within {tolerance:.2%}: "

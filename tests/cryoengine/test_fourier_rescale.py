@@ -7,7 +7,7 @@ from cryoengine.physics.fourier_rescale import fourier_resample_volume, plan_box
 
 
 def _blobs(n: int, voxel_A: float, offset_zyx_A=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """Two Gaussian blobs (σ 20–25 Å, band-limited far below both Nyquists) on an `n`³ grid centred at n // 2."""
+    """Two Gaussian blobs (σ 20–25 Å, far below both Nyquists) on an `n`³ grid centred at n // 2."""
     r = (np.arange(n) - n // 2) * voxel_A
     z, y, x = np.meshgrid(r, r, r, indexing="ij")
     oz, oy, ox = offset_zyx_A

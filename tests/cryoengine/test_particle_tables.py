@@ -27,8 +27,9 @@ def _geometry():
     return {"TS_01": TomogramGeometry(SHAPE_ZYX, VOXEL_A, "TS_01.mrc")}
 
 
-def _relion_frame(centred: bool, origin_zyx_A=np.zeros(3)) -> pd.DataFrame:
+def _relion_frame(centred: bool, origin_zyx_A=(0.0, 0.0, 0.0)) -> pd.DataFrame:
     rot, tilt, psi = rotation_to_relion_euler_deg(ROTATIONS)
+    origin_zyx_A = np.asarray(origin_zyx_A)
     coordinate_zyx_A = CENTRES_ZYX_A + origin_zyx_A  # RELION: particle = coordinate − origin
     frame = {"rlnTomoName": ["TS_01"] * 3}
     if centred:
