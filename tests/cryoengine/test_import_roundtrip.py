@@ -13,8 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import starfile
+from particle_factory import BOX as FACTORY_BOX
+from particle_factory import LEVELS, make_particles
 
 from cryoengine.ctf import CtfParameters
+from cryoengine.export import export_class
 from cryoengine.extraction import extract_subtomograms
 from cryoengine.formats.copick_layout import (
     CopickLayoutError,
@@ -24,7 +27,7 @@ from cryoengine.formats.copick_layout import (
     write_copick_tomogram,
 )
 from cryoengine.formats.mrc_tomogram import mrc_tomogram_geometry, open_mrc_tomogram
-from cryoengine.formats.particle_tables import ParticleTableError, read_relion5_particles
+from cryoengine.formats.particle_tables import ParticleTableError, TomogramGeometry, read_relion5_particles
 from cryoengine.mrc import write_volume
 from cryoengine.physics.box_cutting import ParticleOutsideTomogramError, cut_subtomograms
 from cryoengine.physics.fourier_rescale import fourier_resample_volume
@@ -32,6 +35,7 @@ from cryoengine.projector import project_volume_to_tilts
 from cryoengine.reconstruction import reconstruct_tilts_to_volume
 from cryoengine.rotation import rotation_to_relion_euler_deg
 from cryoengine.sample import density_to_support_mask, place_particles, render_sample
+from cryoengine.store import write_class_group
 from cryoengine.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts
 
 VOXEL_A, USER_VOXEL_A, BOX = 10.0, 7.84, 32
@@ -182,3 +186,34 @@ def test_bad_input(generated, tmp_path):
     with open_mrc_tomogram(mrc_path) as (data, geometry):
         with pytest.raises(ParticleOutsideTomogramError, match="particle 0 .* lies outside the tomogram"):
             cut_subtomograms(data, geometry.voxel_size_A, table.centres_zyx_A(), BOX, VOXEL_A)
+
+
+def test_reads_back_what_cryoengine_export_writes(tmp_path):
+    """rlnCenteredCoordinate*Angst and rlnOrigin*Angst of export_class read back to the ground truth."""
+
+    slab_shape_zyx = (31, 100, 121)  # odd sizes: the centre is size / 2, not size // 2
+    attrs = {
+        "voxel_size_A": 12.5,
+        "box": FACTORY_BOX,
+        "snr_levels": LEVELS,
+        "noise_realisations": 2,
+        "class_labels": ["a"],
+        "tilt_scheme": {
+            "min_angle_deg": -60.0,
+            "max_angle_deg": 60.0,
+            "step_deg": 6.0,
+            "order": "dose-symmetric",
+            "group_size": 2,
+            "dose_per_tilt_e_per_A2": 3.0,
+        },
+        "optics": {"voltage_kV": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.07},
+        "sample": {"slab_shape_zyx": list(slab_shape_zyx)},
+    }
+    particles = make_particles(6, 4, "a")
+    write_class_group(tmp_path / "ds.zarr", "a", particles, {}, attrs)
+    _, star_path = export_class(tmp_path / "ds.zarr", "a", "clean", tmp_path / "out")
+    names = {f"a_tomo{t:04d}" for t in particles.tomogram}
+    geometry = {name: TomogramGeometry(slab_shape_zyx, 12.5, name) for name in names}
+    table = read_relion5_particles(star_path, tomograms=geometry)
+    np.testing.assert_allclose(table.centres_zyx_A(), particles.position * 12.5, atol=1e-3)
+    np.testing.assert_allclose(table.rotation, particles.rotation, atol=1e-5)
