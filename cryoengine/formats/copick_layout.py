@@ -28,6 +28,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -149,11 +150,11 @@ class CopickProject:
             group = zarr.open_group(path, mode="r")
         except (FileNotFoundError, ValueError) as error:
             raise CopickLayoutError(f"{path} is not a readable zarr group ({error})") from None
-        multiscales = group.attrs.get("multiscales")
+        multiscales: Any = group.attrs.get("multiscales")
         level, voxel = "0", float(voxel_size_A)
         if multiscales:
             dataset = multiscales[0]["datasets"][0]
-            level = dataset["path"]
+            level = str(dataset["path"])
             for transform in dataset.get("coordinateTransformations", []):
                 if transform.get("type") == "scale":
                     voxel = float(transform["scale"][-1])

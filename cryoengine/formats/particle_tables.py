@@ -260,7 +260,7 @@ def read_relion5_particles(
                 "tomogram file with a voxel size in the header"
             )
         centre_zyx_A = centred[:, ::-1] + sizes / 2
-    else:
+    elif pixels is not None:
         pixel = _pixel_sizes(particles, optics, names, star_tomograms, tomograms, pixel_size_A, path)
         centre_zyx_A = pixels[:, ::-1] * pixel[:, None]
     centre_zyx_A = centre_zyx_A - _origins_zyx_A(particles, pixel, path)

@@ -167,8 +167,8 @@ def cut_subtomograms(
     volumes = np.empty((len(kept), box, box, box), dtype=np.float32)
     n, m = plan.source_box, plan.resampled_box
     start_out = m // 2 - box // 2
-    for out, index in zip(volumes, kept, strict=True):
-        source_voxel, residual = nearest_voxel_zyx(box_centre_source[index])
+    for out, particle in zip(volumes, kept, strict=True):
+        source_voxel, residual = nearest_voxel_zyx(box_centre_source[particle])
         region = _read_padded(tomogram_zyx, shape, source_voxel - n // 2, n)
         if n == m and not np.any(residual):
             resampled = region
