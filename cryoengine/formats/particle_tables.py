@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,8 @@ _SIZE = ("tomogram_size_z_A", "tomogram_size_y_A", "tomogram_size_x_A")
 _ANGLES = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
 _SUBTOMOGRAM_ANGLES = ("rlnTomoSubtomogramRot", "rlnTomoSubtomogramTilt", "rlnTomoSubtomogramPsi")
 _WARP_SUFFIXES = (".tomostar", ".mrc", ".rec", ".st")
+# WarpTools names a reconstruction <tomostar stem>_<pixel size, 2 decimals>Apx.mrc.
+_WARP_PIXEL_SUFFIX = re.compile(r"_\d+(\.\d+)?Apx$")
 
 
 class ParticleTableError(ValueError):
@@ -598,7 +601,11 @@ def _table(
 
 
 def _warp_tomogram_name(value: object) -> str:
-    """Tomogram name from Warp's ``rlnMicrographName`` (file stem less the known suffixes)."""
+    """Tomogram name from Warp's ``rlnMicrographName``: the file name less the known suffixes.
+
+    ``TS_01.tomostar``, ``TS_01.mrc`` and WarpTools' reconstruction ``TS_01_10.00Apx.mrc`` all give
+    ``TS_01``.
+    """
     name = Path(str(value)).name
     changed = True
     while changed:
@@ -606,7 +613,7 @@ def _warp_tomogram_name(value: object) -> str:
         for suffix in _WARP_SUFFIXES:
             if name.endswith(suffix):
                 name, changed = name[: -len(suffix)], True
-    return name
+    return _WARP_PIXEL_SUFFIX.sub("", name)
 
 
 def _array(values: object, shape: tuple[int, ...], label: str) -> np.ndarray:

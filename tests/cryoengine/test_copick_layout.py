@@ -2,6 +2,7 @@
 
 import json
 
+import numcodecs
 import numpy as np
 import pytest
 import zarr
@@ -68,3 +69,46 @@ def test_missing_object_run_tomogram(project):
         copick.read_picks("proteasome")
     with pytest.raises(CopickLayoutError, match="does not exist"):
         CopickProject(config.parent / "other.json")
+
+
+def test_opens_a_foreign_ome_zarr_v2_store(tmp_path):
+    """A store laid out as ome-zarr-py writes it for copick (zarr v2, '/' chunk keys, Blosc, 2 levels)."""
+    root = tmp_path / "project"
+    config = write_copick_config(tmp_path / "copick.json", root, ["ribosome"])
+    store = root / "ExperimentRuns/TS_02/VoxelSpacing10.012/denoised.zarr"
+    volume = np.random.default_rng(0).standard_normal((20, 30, 40)).astype(np.float32)
+    codec = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+    levels = {"0": volume, "1": volume[::2, ::2, ::2].copy()}
+    for name, data in levels.items():
+        (store / name).mkdir(parents=True)
+        zarray = {
+            "shape": list(data.shape),
+            "chunks": [16, 16, 16],
+            "dtype": "<f4",
+            "fill_value": 0.0,
+            "order": "C",
+            "filters": None,
+            "dimension_separator": "/",
+            "compressor": codec.get_config(),
+            "zarr_format": 2,
+        }
+        (store / name / ".zarray").write_text(json.dumps(zarray))
+        for index in np.ndindex(*(-(-s // 16) for s in data.shape)):
+            chunk = np.zeros((16, 16, 16), dtype="<f4")
+            part = data[tuple(slice(16 * i, 16 * i + 16) for i in index)]
+            chunk[tuple(slice(0, s) for s in part.shape)] = part
+            path = store / name / "/".join(map(str, index))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(codec.encode(chunk.tobytes()))
+    (store / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
+    datasets = [
+        {"path": name, "coordinateTransformations": [{"type": "scale", "scale": [10.012 * 2**k] * 3}]}
+        for k, name in enumerate(levels)
+    ]
+    axes = [{"name": a, "type": "space", "unit": "angstrom"} for a in "zyx"]
+    (store / ".zattrs").write_text(
+        json.dumps({"multiscales": [{"version": "0.4", "axes": axes, "datasets": datasets}]})
+    )
+    array, geometry = CopickProject(config).open_tomogram("TS_02", 10.012, "denoised")
+    assert geometry.shape_zyx == (20, 30, 40) and geometry.voxel_size_A == pytest.approx(10.012)
+    np.testing.assert_array_equal(array[5:19, 3:29, 14:33], volume[5:19, 3:29, 14:33])

@@ -101,7 +101,7 @@ def generated(tmp_path_factory):
     write_copick_picks(
         root, "TS_01", "blobs", placements.centre_zyx_vox * VOXEL_A, rotation=placements.rotation
     )
-    return placements, tomogram, boxes, star_path, mrc_path, config
+    return placements, tomogram, boxes, star_path, mrc_path, config, specimen
 
 
 def _check_against_generator(cut, placements, tomogram):
@@ -127,7 +127,7 @@ def _correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_relion5_star_and_mrc_give_the_generators_subtomograms(generated):
-    placements, tomogram, _, star_path, mrc_path, _ = generated
+    placements, tomogram, _, star_path, mrc_path, _, _ = generated
     table = read_relion5_particles(star_path, tomograms={"TS_01": mrc_tomogram_geometry(mrc_path)})
     np.testing.assert_allclose(table.centres_zyx_A(), placements.centre_zyx_vox * VOXEL_A, atol=1e-3)
     np.testing.assert_allclose(table.rotation, placements.rotation, atol=1e-6)
@@ -139,8 +139,23 @@ def test_relion5_star_and_mrc_give_the_generators_subtomograms(generated):
     _check_against_generator(cut, placements, tomogram)
 
 
+def test_contrast_convention_protein_dark(generated):
+    """Simulated particles are dark (negative against their positive potential), as in real tomograms."""
+    placements, _, _, star_path, mrc_path, _, specimen = generated
+    table = read_relion5_particles(star_path, tomograms={"TS_01": mrc_tomogram_geometry(mrc_path)})
+    potential, _ = extract_subtomograms(specimen, placements.centre_zyx_vox, BOX)
+    with open_mrc_tomogram(mrc_path) as (data, geometry):
+        dark = cut_subtomograms(data, geometry.voxel_size_A, table.centres_zyx_A(), BOX, VOXEL_A)
+        bright = cut_subtomograms(
+            data, geometry.voxel_size_A, table.centres_zyx_A(), BOX, VOXEL_A, invert_contrast=True
+        )
+    # Low-passed comparison: the CTF reverses the low frequencies; its higher-frequency lobes alternate.
+    assert np.all(_correlations(dark.volumes, potential) < -0.3)
+    assert np.all(_correlations(bright.volumes, potential) > 0.3)
+
+
 def test_copick_project_gives_the_generators_subtomograms(generated):
-    placements, tomogram, _, _, _, config = generated
+    placements, tomogram, _, _, _, config, _ = generated
     project = CopickProject(config)
     table = project.read_picks("blobs", runs=["TS_01"])
     np.testing.assert_allclose(table.rotation, placements.rotation, atol=1e-12)
@@ -154,7 +169,7 @@ def test_copick_project_gives_the_generators_subtomograms(generated):
 
 
 def test_wrong_conventions_lose_the_particles(generated):
-    _, _, boxes, star_path, mrc_path, _ = generated
+    _, _, boxes, star_path, mrc_path, _, _ = generated
     table = read_relion5_particles(star_path, tomograms={"TS_01": mrc_tomogram_geometry(mrc_path)})
     centres = table.centres_zyx_A()
     with open_mrc_tomogram(mrc_path) as (data, geometry):
@@ -169,7 +184,7 @@ def test_wrong_conventions_lose_the_particles(generated):
 
 
 def test_bad_input(generated, tmp_path):
-    _, _, _, star_path, mrc_path, _ = generated
+    _, _, _, star_path, mrc_path, _, _ = generated
     with pytest.raises(ParticleTableError, match="'TS_01' .* no known size"):
         read_relion5_particles(star_path)  # tomogram named in the STAR but not given
     outside = pd.DataFrame(

@@ -119,7 +119,7 @@ def test_warp_and_csv(tmp_path):
     xyz_pix = CENTRES_ZYX_A[:, ::-1] / VOXEL_A
     warp = pd.DataFrame(
         {
-            "rlnMicrographName": ["TS_01.tomostar"] * 3,
+            "rlnMicrographName": ["TS_01.tomostar", "TS_01_7.84Apx.mrc", "tomo/TS_01.tomostar"],
             **{f"rlnCoordinate{a}": xyz_pix[:, k] for k, a in enumerate("XYZ")},
         }
     )
