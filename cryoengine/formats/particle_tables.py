@@ -146,6 +146,27 @@ class ParticleTable:
         """`(N, 3)` float64 particle centres in Å from voxel 0."""
         return self.particles[list(_CENTRE)].to_numpy(dtype=np.float64)
 
+    def with_tomogram_sizes(self, tomograms: Mapping[str, TomogramGeometry]) -> ParticleTable:
+        """Fill unknown tomogram sizes (NaN) from the tomograms' geometry, e.g. for copick picks.
+
+        Parameters
+        ----------
+        tomograms
+            Tomogram name → :class:`TomogramGeometry`; names not listed keep their sizes.
+
+        Returns
+        -------
+        ParticleTable
+            A copy with ``tomogram_size_*_A`` filled where they were NaN.
+        """
+        particles = self.particles.copy()
+        sizes = particles[list(_SIZE)].to_numpy(dtype=np.float64)
+        for name, geometry in tomograms.items():
+            rows = (particles["tomogram"] == name).to_numpy() & np.any(np.isnan(sizes), axis=1)
+            sizes[rows] = geometry.size_zyx_A
+        particles[list(_SIZE)] = sizes
+        return ParticleTable(particles, self.rotation, self.original)
+
     def select(self, tomogram: str) -> ParticleTable:
         """Select the particles of one tomogram."""
         mask = (self.particles["tomogram"] == tomogram).to_numpy()

@@ -18,7 +18,8 @@ Edges
 A particle whose output box reaches beyond the tomogram is either padded (the missing voxels take the mean
 of the box's voxels inside the tomogram, which standardisation maps to 0) and flagged in ``padded``, or
 skipped (``edge="skip"``, listed by ``kept``), or an error (``edge="error"``). It is never moved. A centre
-outside the tomogram is always an error.
+outside the tomogram is always an error. The resampling margin around the output box (``margin_vox``) may
+reach beyond the tomogram without a flag; it is padded the same way and cropped off.
 
 Contrast and normalisation
 --------------------------

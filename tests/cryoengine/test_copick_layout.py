@@ -54,6 +54,9 @@ def test_read_picks_and_lazy_tomogram(project):
     assert isinstance(array, zarr.Array)
     assert geometry.shape_zyx == (30, 64, 50) and geometry.voxel_size_A == pytest.approx(7.84)
     np.testing.assert_array_equal(array[3:5, 10:12, 7:9], volume[3:5, 10:12, 7:9])
+    assert np.isnan(table.particles["tomogram_size_x_A"]).all()
+    sized = table.with_tomogram_sizes({"TS_01": geometry})
+    np.testing.assert_allclose(sized.particles["tomogram_size_x_A"], 50 * 7.84)
 
 
 def test_missing_object_run_tomogram(project):
