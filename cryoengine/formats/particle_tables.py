@@ -160,7 +160,7 @@ class ParticleTable:
             A copy with ``tomogram_size_*_A`` filled where they were NaN.
         """
         particles = self.particles.copy()
-        sizes = particles[list(_SIZE)].to_numpy(dtype=np.float64)
+        sizes = particles[list(_SIZE)].to_numpy(dtype=np.float64, copy=True)
         for name, geometry in tomograms.items():
             rows = (particles["tomogram"] == name).to_numpy() & np.any(np.isnan(sizes), axis=1)
             sizes[rows] = geometry.size_zyx_A
