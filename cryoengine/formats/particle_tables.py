@@ -27,8 +27,9 @@ Conventions of the formats
 --------------------------
 RELION 5 ``rlnCenteredCoordinateX/Y/ZAngst``
     Relative to the tomogram centre, which RELION places at ``size / 2`` pixels in float division
-    (``TomogramSet::loadTomogram``: ``centre = (w0 / 2.0, h0 / 2.0, d0 / 2.0)``; ``ParticleSet::getPosition``
-    adds it to ``rlnCenteredCoordinate / rlnTomoTiltSeriesPixelSize``). So
+    (``TomogramSet::loadTomogram``: ``centre = (w0 / 2.0, h0 / 2.0, d0 / 2.0)``, with ``w0, h0, d0`` =
+    ``rlnTomoSizeX/Y/Z``); ``ParticleSet::getParticleCoordDecenteredPixel`` returns
+    ``rlnCenteredCoordinate / rlnTomoTiltSeriesPixelSize + centre``. So
     ``centre_A = centred_A + size_A / 2 − origin_A``, with ``size_A`` from ``rlnTomoSizeX/Y/Z ·
     rlnTomoTiltSeriesPixelSize`` of the tomograms STAR, or the tomogram's voxel count × voxel. This is
     the inverse of :func:`cryoengine.export.export_class`.
