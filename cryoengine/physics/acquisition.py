@@ -217,8 +217,10 @@ def apply_motion_blur_to_tilts(
     return _filter_tilts(tilts, transfer)
 
 
-def draw_defocus_estimate(ctf: CtfParameters, rng: np.random.Generator, sigma_um: float = 0.1) -> CtfParameters:
-    """The CTF that the processing *estimates*: the true one with a Gaussian error on its defocus.
+def draw_defocus_estimate(
+    ctf: CtfParameters, rng: np.random.Generator, sigma_um: float = 0.1
+) -> CtfParameters:
+    """Draw the CTF that the processing *estimates*: the true one with a Gaussian error on its defocus.
 
     Used when phase flipping (:func:`cryoengine.tilt.apply_ctf_and_exposure_to_tilts` with
     ``assumed_ctf``): the images are multiplied by ``sign(CTF_assumed)``, so where the estimate's zeros

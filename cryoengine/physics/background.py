@@ -76,7 +76,8 @@ def draw_structural_background(
     n_protein = int(round(volume_fraction * free.size))
     if n_protein > np.count_nonzero(free):
         raise ValueError(
-            f"volume_fraction {volume_fraction} needs {n_protein} voxels, only {np.count_nonzero(free)} are free"
+            f"volume_fraction {volume_fraction} needs {n_protein} voxels, "
+            f"only {np.count_nonzero(free)} are free"
         )
     band = lowpass_filter(shape, voxel_size_A, correlation_length_A)  # type: ignore[arg-type]
     field = np.fft.ifftn(np.fft.fftn(rng.standard_normal(shape)) * band).real

@@ -47,7 +47,7 @@ def draw_displacement_field(
     min_wavelength_A: float = 150.0,
     weight_zyx: np.ndarray | None = None,
 ) -> np.ndarray:
-    """A smooth random displacement field: Gaussian Fourier modes of wavelength ≥ `min_wavelength_A`.
+    """Draw a smooth random displacement field: Gaussian Fourier modes of wavelength ≥ `min_wavelength_A`.
 
     Each of the three components is white Gaussian noise whose spectrum is cut to ``0 < |k| ≤
     1 / min_wavelength_A`` (no uniform translation, no finer detail); the field is then scaled so that its
@@ -84,7 +84,8 @@ def draw_displacement_field(
         raise ValueError(f"amplitude_A must be >= 0, got {amplitude_A}")
     if not 0 < min_wavelength_A <= max(shape) * voxel_size_A:
         raise ValueError(
-            f"min_wavelength_A must be in (0, {max(shape) * voxel_size_A:g}] Å (the box), got {min_wavelength_A}"
+            f"min_wavelength_A must be in (0, {max(shape) * voxel_size_A:g}] Å (the box), "
+            f"got {min_wavelength_A}"
         )
     weight = np.ones(shape) if weight_zyx is None else np.asarray(weight_zyx, dtype=np.float64)
     if weight.shape != shape or np.any(weight < 0) or not weight.sum() > 0:
@@ -98,7 +99,9 @@ def draw_displacement_field(
     return field * (amplitude_A / rms) if rms > 0 else field
 
 
-def deform_density(density_zyx: np.ndarray, displacement_zyx_A: np.ndarray, voxel_size_A: float) -> np.ndarray:
+def deform_density(
+    density_zyx: np.ndarray, displacement_zyx_A: np.ndarray, voxel_size_A: float
+) -> np.ndarray:
     """Move a density along a displacement field, conserving its mass.
 
     With the field ``u`` read at the output point ``y``, the content at ``y − u(y)`` moves to ``y``:
