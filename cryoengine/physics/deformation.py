@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.fft
 from scipy import ndimage
 
 __all__ = [
@@ -93,7 +94,7 @@ def draw_displacement_field(
     k = _rfftn_frequency_magnitude(shape, voxel_size_A)
     band = (k > 0) & (k <= 1.0 / min_wavelength_A * (1 + 1e-9))
     field = np.stack(
-        [np.fft.irfftn(np.fft.rfftn(rng.standard_normal(shape)) * band, s=shape) for _ in range(3)]
+        [scipy.fft.irfftn(scipy.fft.rfftn(rng.standard_normal(shape)) * band, s=shape) for _ in range(3)]
     )
     rms = np.sqrt(np.sum(weight * np.sum(field**2, axis=0)) / weight.sum())
     return field * (amplitude_A / rms) if rms > 0 else field
@@ -107,7 +108,8 @@ def deform_density(
     With the field ``u`` read at the output point ``y``, the content at ``y − u(y)`` moves to ``y``:
     ``ρ'(y) = ρ(y − u(y)) · det(I − ∇u(y))``. The Jacobian makes the map of ``y ↦ y − u(y)`` conserve
     the integral (exactly in the continuum while it is one-to-one, i.e. ``|∇u| < 1``; to second order in
-    ``∇u`` on the grid). Cubic B-spline interpolation, zero outside the box.
+    ``∇u`` on the grid). ``∇u`` is taken spectrally (the field is periodic and band-limited); cubic
+    B-spline interpolation, zero outside the box.
 
     Parameters
     ----------
@@ -130,12 +132,26 @@ def deform_density(
     if not voxel_size_A > 0:
         raise ValueError(f"voxel_size_A must be > 0, got {voxel_size_A}")
     u_vox = u / voxel_size_A
-    gradient = np.stack([np.stack(np.gradient(u_vox[i]), axis=0) for i in range(3)])  # (3, 3, ...) ∂u_i/∂x_j
+    gradient = _spectral_gradient(u_vox)  # (3, 3, nz, ny, nx): ∂u_i/∂x_j in voxel units
     jacobian = np.eye(3)[:, :, None, None, None] - gradient
     determinant = np.linalg.det(np.moveaxis(jacobian, (0, 1), (-2, -1)))
     grid = np.indices(density.shape, dtype=np.float64)
     moved = ndimage.map_coordinates(density, grid - u_vox, order=3, mode="constant", cval=0.0)
     return (moved * determinant).astype(np.float32)
+
+
+def _spectral_gradient(u_vox: np.ndarray) -> np.ndarray:
+    """`(3, 3, nz, ny, nx)` derivatives ``∂u_i/∂x_j`` of a periodic, band-limited `(3, nz, ny, nx)` field."""
+    shape = u_vox.shape[1:]
+    spectra = scipy.fft.rfftn(u_vox, axes=(1, 2, 3))
+    k = [np.fft.fftfreq(shape[0]), np.fft.fftfreq(shape[1]), np.fft.rfftfreq(shape[2])]
+    for axis, n in enumerate(shape):  # a real field's derivative has no Nyquist term: drop it
+        if n % 2 == 0:
+            k[axis] = np.where(np.abs(k[axis]) == 0.5, 0.0, k[axis])
+    grids = np.meshgrid(*k, indexing="ij", sparse=True)
+    return np.stack(
+        [scipy.fft.irfftn(2j * np.pi * g * spectra, s=shape, axes=(1, 2, 3)) for g in grids], axis=1
+    )
 
 
 def draw_b_factor(rng: np.random.Generator, min_A2: float = 0.0, max_A2: float = 1000.0) -> float:
@@ -188,4 +204,4 @@ def apply_b_factor(density_zyx: np.ndarray, voxel_size_A: float, b_factor_A2: fl
         raise ValueError(f"b_factor_A2 must be >= 0, got {b_factor_A2}")
     k = _rfftn_frequency_magnitude(density.shape, voxel_size_A)  # type: ignore[arg-type]
     envelope = np.exp(-b_factor_A2 * k**2 / 4.0)
-    return np.fft.irfftn(np.fft.rfftn(density) * envelope, s=density.shape).astype(np.float32)
+    return scipy.fft.irfftn(scipy.fft.rfftn(density) * envelope, s=density.shape).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Imperfect acquisition: misalignment lowers the FSC, motion blur has unit sum, defocus error, detector MTF."""
+"""Imperfect acquisition: misalignment lowers the FSC, unit-sum motion blur, defocus error, detector MTF."""
 
 from __future__ import annotations
 
@@ -84,7 +84,9 @@ def test_misalignment_moves_a_point_by_its_shift_and_rotates_from_x_towards_y():
 def test_misalignment_sigma_grows_with_tilt_as_in_polnet():
     rng = np.random.default_rng(5)
     angles = np.array([0.0, 30.0, -60.0])
-    draws = [draw_tilt_misalignment(angles, rng, shift_sigma_min_A=1.0, shift_sigma_max_A=3.0) for _ in range(4000)]
+    draws = [
+        draw_tilt_misalignment(angles, rng, shift_sigma_min_A=1.0, shift_sigma_max_A=3.0) for _ in range(4000)
+    ]
     shifts = np.stack([d[0] for d in draws])
     rotations = np.stack([d[1] for d in draws])
     growth = np.abs(np.sin(np.deg2rad(angles))) / np.sin(np.deg2rad(60.0))
@@ -118,7 +120,9 @@ def test_detector_mtf_at_nyquist_equals_the_pixel_aperture_formula():
     assert detector_mtf(np.array(0.0), np.array(nyquist), p, sigma) == pytest.approx(
         2.0 / np.pi * np.exp(-2.0 * np.pi**2 * sigma**2 * nyquist**2)
     )
-    assert detector_dqe(np.array(0.0), np.array(nyquist), p, dqe_zero=0.8) == pytest.approx(0.8 * 4 / np.pi**2)
+    assert detector_dqe(np.array(0.0), np.array(nyquist), p, dqe_zero=0.8) == pytest.approx(
+        0.8 * 4 / np.pi**2
+    )
     assert detector_mtf(np.array(0.0), np.array(0.0), p) == 1.0
     # On a tilt image whose pixel is the detector pixel, a Nyquist cosine along x is scaled by 2/π.
     x = np.arange(16)
@@ -161,7 +165,9 @@ def test_same_seed_gives_the_same_bytes():
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: draw_tilt_misalignment(ANGLES, np.random.default_rng(0), shift_sigma_min_A=3.0, shift_sigma_max_A=1.0),
+        lambda: draw_tilt_misalignment(
+            ANGLES, np.random.default_rng(0), shift_sigma_min_A=3.0, shift_sigma_max_A=1.0
+        ),
         lambda: misalign_tilts(np.zeros((2, 4, 4)), np.zeros((3, 2)), np.zeros(2), 1.0),
         lambda: draw_motion_blur(0, np.random.default_rng(0)),
         lambda: detector_mtf(np.array(0.0), np.array(0.0), 0.0),

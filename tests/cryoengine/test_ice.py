@@ -65,7 +65,9 @@ def test_thickness_weights_each_tilts_signal_power_by_its_zero_loss_fraction():
     tilts = rng.standard_normal((3, 8, 8)).astype(np.float32)
     fraction = zero_loss_fraction(angles, 3000.0)
     weighted = apply_thickness_to_tilts(tilts, fraction)
-    power = (weighted.astype(np.float64) ** 2).sum(axis=(1, 2)) / (tilts.astype(np.float64) ** 2).sum(axis=(1, 2))
+    power = (weighted.astype(np.float64) ** 2).sum(axis=(1, 2)) / (tilts.astype(np.float64) ** 2).sum(
+        axis=(1, 2)
+    )
     np.testing.assert_allclose(power, fraction, rtol=1e-5)  # SNR against unit noise ∝ zero-loss electrons
 
 
