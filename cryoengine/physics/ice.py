@@ -8,10 +8,11 @@ inner potential of liquid water is 4.48 ± 0.19 V, Yesibolati et al., Phys. Rev.
 
 Contrast against ice. A particle does not add its potential to vacuum: it *replaces* ice within its volume.
 With each dalton of protein displacing ``1 / 0.813`` Å³ of ice (protein density 1.35 g/cm³), a map ``ρ``
-of protein potential becomes the excess potential ``ρ · (1 − V_ice / V_protein)``; the ice itself adds a
-constant that a finite detector field sees as a flat background, which the CTF (zero at k = 0 up to the
-amplitude contrast) and the ramp filter of the reconstruction remove. Its only lasting effect is the
-inelastic loss of the zero-loss beam along the tilted path, :func:`zero_loss_fraction`.
+of protein potential becomes the excess potential ``ρ · (1 − V_ice / V_protein)``. The ice itself is not
+rendered: real ice extends beyond the field of view, so its projection is a structureless offset
+``V_ice · t / cos θ`` per tilt, whereas a rendered slab in the finite simulated volume would fall off at
+the tilted x edges and print artefacts. Its effects that matter are the lower contrast above and the
+inelastic loss of the zero-loss beam along the tilted path (:func:`zero_loss_fraction`).
 """
 
 from __future__ import annotations
