@@ -125,6 +125,7 @@ def place_particles(
     *,
     target_box: int | None = None,
     max_attempts: int = 1000,
+    rotated_support_level: float = _ROTATED_SUPPORT_LEVEL,
 ) -> Placements:
     """Place target particles, then crowders, at uniform orientations and non-overlapping positions.
 
@@ -159,6 +160,12 @@ def place_particles(
         voxel (with one voxel to spare) lies inside the slab.
     max_attempts
         Positions tried per particle before giving up.
+    rotated_support_level
+        A voxel of a rotated mask is occupied where linear interpolation of the 0/1 mask exceeds this, in
+        (0, 1). The default 0.01 grows every mask by about a voxel (conservative: supports never touch);
+        0.5 keeps its size, so that masks of the particles' *cores* (e.g. the contour at
+        :data:`cryoengine.density.MASS_CONTOUR_FRACTION` without margin) may touch but not overlap,
+        which lets crowding reach the 20-30 % of cytoplasm.
 
     Returns
     -------
@@ -198,6 +205,8 @@ def place_particles(
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int | np.integer) or max_attempts < 1:
         raise ValueError(f"max_attempts must be a positive integer, got {max_attempts!r}")
+    if not 0 < rotated_support_level < 1:
+        raise ValueError(f"rotated_support_level must be in (0, 1), got {rotated_support_level!r}")
 
     target_range = (np.zeros(3, np.int64), slab_shape - 1)
     if target_box is not None:
@@ -244,6 +253,7 @@ def place_particles(
             target_range if role == "target" else (np.zeros(3, np.int64), slab_shape - 1),
             rng,
             max_attempts,
+            rotated_support_level,
         )
         if anchor is None:
             raise ValueError(
@@ -341,13 +351,14 @@ def _find_free_anchor(
     anchor_range: tuple[np.ndarray, np.ndarray],
     rng: np.random.Generator,
     max_attempts: int,
+    level: float = _ROTATED_SUPPORT_LEVEL,
 ) -> np.ndarray | None:
     """Find a voxel where the rotated, sub-voxel-shifted support fits inside and free; mark it occupied.
 
     Returns the anchor voxel (the reference centre lies at ``anchor + subvoxel_zyx``), or None when
     ``max_attempts`` uniform draws over the admissible anchors all collide.
     """
-    rotated = rotate_volume(support_cube, rotation, subvoxel_zyx, order=1) > _ROTATED_SUPPORT_LEVEL
+    rotated = rotate_volume(support_cube, rotation, subvoxel_zyx, order=1) > level
     half = support_cube.shape[0] // 2
     nonzero = np.argwhere(rotated)
     first, last = nonzero.min(axis=0), nonzero.max(axis=0)

@@ -133,6 +133,7 @@ def apply_ctf_and_exposure_to_tilts(
     *,
     phase_flip: bool = False,
     exposure_filtering: bool = True,
+    assumed_ctf: CtfParameters | None = None,
 ) -> np.ndarray:
     """Turn projections of the specimen potential into CTF- and exposure-modulated tilt images.
 
@@ -150,6 +151,9 @@ def apply_ctf_and_exposure_to_tilts(
         If True, apply ``|CTF|`` (the images after phase-flipping CTF correction).
     exposure_filtering
         If True, attenuate each tilt by the exposure filter at its mid-exposure.
+    assumed_ctf
+        With `phase_flip`: the CTF the correction *estimated*; the images get ``CTF · sign(CTF_assumed)``
+        (:func:`cryoengine.physics.acquisition.draw_defocus_estimate`). None = the true CTF, ``|CTF|``.
 
     Returns
     -------
@@ -161,7 +165,12 @@ def apply_ctf_and_exposure_to_tilts(
     if projections.ndim != 3 or projections.shape[0] != n_tilts:
         raise ValueError(f"projections must be ({n_tilts}, ny, nx) for this scheme, got {projections.shape}")
     freq_y, freq_x = rfft2_frequencies_per_A(projections.shape[1:], pixel_size_A)
-    transfer = ctf_of_frequency(freq_y, freq_x, ctf, phase_flip=phase_flip)[None]
+    if phase_flip and assumed_ctf is not None:
+        transfer = (
+            ctf_of_frequency(freq_y, freq_x, ctf) * np.sign(ctf_of_frequency(freq_y, freq_x, assumed_ctf))
+        )[None]
+    else:
+        transfer = ctf_of_frequency(freq_y, freq_x, ctf, phase_flip=phase_flip)[None]
     if exposure_filtering:
         freq = np.sqrt(freq_y**2 + freq_x**2)
         mid_exposure = scheme.pre_exposure_e_per_A2 + 0.5 * scheme.dose_per_tilt_e_per_A2
