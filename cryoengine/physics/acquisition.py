@@ -17,7 +17,7 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-from cryoengine.ctf import CtfParameters, rfft2_frequencies_per_A
+from cryoengine.physics.ctf import CtfParameters, rfft2_frequencies_per_A
 
 __all__ = [
     "apply_detector_mtf_to_tilts",
@@ -222,7 +222,7 @@ def draw_defocus_estimate(
 ) -> CtfParameters:
     """Draw the CTF that the processing *estimates*: the true one with a Gaussian error on its defocus.
 
-    Used when phase flipping (:func:`cryoengine.tilt.apply_ctf_and_exposure_to_tilts` with
+    Used when phase flipping (:func:`cryoengine.physics.tilt.apply_ctf_and_exposure_to_tilts` with
     ``assumed_ctf``): the images are multiplied by ``sign(CTF_assumed)``, so where the estimate's zeros
     miss the true ones, bands come out with the wrong sign. Default σ 0.1 µm: a chosen order of magnitude
     for CTF fits (e.g. CTFFIND4, Rohou & Grigorieff, J. Struct. Biol. 192:216, 2015) on low-dose tilt

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cryoengine.density import lowpass_filter
+from cryoengine.physics.density import lowpass_filter
 from cryoengine.physics.ice import PROTEIN_POTENTIAL_PER_A2
 
 __all__ = ["draw_structural_background"]
@@ -47,7 +47,7 @@ def draw_structural_background(
         at 10-20 %.
     correlation_length_A
         Size of the background's features in Å, ≥ 2 voxels: the field is band-limited at
-        ``1 / correlation_length_A`` (raised cosine of :func:`cryoengine.density.lowpass_filter`);
+        ``1 / correlation_length_A`` (raised cosine of :func:`cryoengine.physics.density.lowpass_filter`);
         default 40 Å, the diameter of a 30-50 kDa protein.
     excluded_zyx
         `(nz, ny, nx)` bool mask where no background is put before the final low-pass (the particles'
@@ -56,7 +56,7 @@ def draw_structural_background(
     Returns
     -------
     np.ndarray
-        `(nz, ny, nx)` float32 potential in map units (Å⁻², as :mod:`cryoengine.density`), mean
+        `(nz, ny, nx)` float32 potential in map units (Å⁻², as :mod:`cryoengine.physics.density`), mean
         ``volume_fraction × PROTEIN_POTENTIAL_PER_A2``.
     """
     shape = tuple(int(n) for n in shape_zyx)

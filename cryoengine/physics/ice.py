@@ -1,6 +1,6 @@
 """Amorphous ice: its scattering potential, protein contrast against it, and the slab's inelastic loss.
 
-Units. Potentials are in the units of :mod:`cryoengine.density`: forward scattering amplitude ``f(0)``
+Units. Potentials are in the units of :mod:`cryoengine.physics.density`: forward scattering amplitude ``f(0)``
 per Å³ (Å⁻²); a map of protein at 1.35 g/cm³ holds :data:`PROTEIN_POTENTIAL_PER_A2` per voxel volume.
 Multiply by :data:`VOLT_A2_PER_POTENTIAL` (``h² / (2π m₀ e)`` = 47.88 V·Å²) for a mean inner potential in
 volts: protein 6.45 V, ice at 0.93 g/cm³ 4.53 V (isolated-atom scattering factors; the measured mean
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.constants as const
 
-from cryoengine.density import PROTEIN_DA_PER_A3, SCATTERING_PER_KDA_A, scattering_weights
+from cryoengine.physics.density import PROTEIN_DA_PER_A3, SCATTERING_PER_KDA_A, scattering_weights
 
 __all__ = [
     "ICE_DENSITY_G_PER_CM3",
@@ -134,8 +134,8 @@ def apply_thickness_to_tilts(tilts: np.ndarray, zero_loss: np.ndarray) -> np.nda
 
     The zero-loss image of tilt ``i`` holds ``N_i = N₀ · f_i`` electrons per pixel, its contrast is
     unchanged and its shot noise, relative to the contrast, is ``1 / √N_i``. Our detector noise is unit
-    variance in every tilt (:func:`cryoengine.tilt.draw_detector_noise_tilts`), so the equivalent is the
-    signal scaled by ``√f_i`` (SNR per tilt ∝ ``f_i``), the noise left as it is.
+    variance in every tilt (:func:`cryoengine.physics.tilt.draw_detector_noise_tilts`), so the equivalent is
+    the signal scaled by ``√f_i`` (SNR per tilt ∝ ``f_i``), the noise left as it is.
 
     Parameters
     ----------

@@ -164,7 +164,7 @@ def place_particles(
         A voxel of a rotated mask is occupied where linear interpolation of the 0/1 mask exceeds this, in
         (0, 1). The default 0.01 grows every mask by about a voxel (conservative: supports never touch);
         0.5 keeps its size, so that masks of the particles' *cores* (e.g. the contour at
-        :data:`cryoengine.density.MASS_CONTOUR_FRACTION` without margin) may touch but not overlap,
+        :data:`cryoengine.physics.density.MASS_CONTOUR_FRACTION` without margin) may touch but not overlap,
         which lets crowding reach the 20-30 % of cytoplasm.
 
     Returns

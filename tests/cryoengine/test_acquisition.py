@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cryoengine.ctf import CtfParameters, ctf_of_frequency, rfft2_frequencies_per_A
 from cryoengine.physics.acquisition import (
     apply_detector_mtf_to_tilts,
     apply_motion_blur_to_tilts,
@@ -17,9 +16,10 @@ from cryoengine.physics.acquisition import (
     misalign_tilts,
     motion_blur_transfer,
 )
-from cryoengine.projector import TiltGeometry, project_volume_to_tilts
-from cryoengine.reconstruction import reconstruct_tilts_to_volume
-from cryoengine.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts
+from cryoengine.physics.ctf import CtfParameters, ctf_of_frequency, rfft2_frequencies_per_A
+from cryoengine.physics.projector import TiltGeometry, project_volume_to_tilts
+from cryoengine.physics.reconstruction import reconstruct_tilts_to_volume
+from cryoengine.physics.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts
 
 ANGLES = np.arange(-60.0, 60.1, 4.0)
 
@@ -182,8 +182,8 @@ def test_invalid_inputs_are_refused(call):
 
 def _simulate_with_everything_on(seed):
     """A tiny tomogram with every phase-1 effect, in the order simulate_tomogram will call them."""
-    from cryoengine.ctf import draw_ctf_parameters
     from cryoengine.physics.background import draw_structural_background
+    from cryoengine.physics.ctf import draw_ctf_parameters
     from cryoengine.physics.deformation import (
         apply_b_factor,
         deform_density,

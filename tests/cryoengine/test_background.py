@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cryoengine.density import MASS_CONTOUR_FRACTION
 from cryoengine.physics.background import draw_structural_background
+from cryoengine.physics.density import MASS_CONTOUR_FRACTION
 from cryoengine.physics.ice import PROTEIN_POTENTIAL_PER_A2
-from cryoengine.sample import Placements, density_to_support_mask, place_particles, render_sample
+from cryoengine.physics.placement import Placements, density_to_support_mask, place_particles, render_sample
 
 VOXEL_A = 10.0
 SHAPE = (16, 40, 40)

@@ -14,7 +14,7 @@ from cryoengine.physics.ice import (
     ice_potential_per_A2,
     zero_loss_fraction,
 )
-from cryoengine.projector import TiltGeometry, project_volume_to_tilts
+from cryoengine.physics.projector import TiltGeometry, project_volume_to_tilts
 
 
 def test_ice_potential_in_volts_matches_the_measured_mean_inner_potential_of_water():
