@@ -20,7 +20,14 @@ from scipy import ndimage
 from cryoengine.physics.resampling import SplineVolume, rotate_volume
 from cryoengine.physics.rotation import random_rotations
 
-__all__ = ["Placements", "density_to_support_mask", "isolated_placements", "place_particles", "render_sample"]
+__all__ = [
+    "Placements",
+    "density_to_support_mask",
+    "isolated_placements",
+    "place_particles",
+    "render_label_map",
+    "render_sample",
+]
 
 # Anchors drawn per vectorised batch while searching for a free position.
 _ANCHOR_BATCH = 64
@@ -320,6 +327,56 @@ def render_sample(
         for i in np.flatnonzero(placements.class_index == k):
             spline.add_rotated(slab, placements.centre_zyx_vox[i], placements.rotation[i])
     return slab
+
+
+def render_label_map(
+    slab_shape_zyx: Sequence[int], class_masks: Sequence[np.ndarray], placements: Placements
+) -> np.ndarray:
+    """Label each slab voxel with the class of the particle whose rotated support covers it.
+
+    Each particle's support (its class's mask, e.g. from :func:`density_to_support_mask`) is rotated and
+    shifted as in placement (linear interpolation of the 0/1 mask, occupied above one half) and written
+    at its centre; what falls outside the slab is dropped. Where supports overlap, the later particle
+    wins (placement keeps supports apart, so only margins of different masks can).
+
+    Parameters
+    ----------
+    slab_shape_zyx
+        `(3,)` slab shape in voxels.
+    class_masks
+        One bool mask per class, centre at index ``shape // 2``.
+    placements
+        The particles; ``class_index`` indexes ``class_masks``.
+
+    Returns
+    -------
+    np.ndarray
+        `(nz, ny, nx)` int16 labels: 0 outside every support, ``1 + class_index`` inside.
+    """
+    slab_shape = _check_slab_shape(slab_shape_zyx)
+    if not isinstance(placements, Placements):
+        raise ValueError(f"placements must be a Placements, got {type(placements).__name__}")
+    if len(placements) and placements.class_index.max() >= len(class_masks):
+        raise ValueError(
+            f"placements use class {placements.class_index.max()} but only {len(class_masks)} masks "
+            "were given"
+        )
+    labels = np.zeros(tuple(slab_shape.tolist()), dtype=np.int16)
+    cubes: dict[int, np.ndarray] = {}
+    for k, centre, rotation in zip(
+        placements.class_index, placements.centre_zyx_vox, placements.rotation, strict=True
+    ):
+        cube = cubes.setdefault(int(k), _support_cube(np.asarray(class_masks[k], dtype=bool)))
+        anchor = np.floor(centre + 0.5).astype(np.int64)
+        inside = rotate_volume(cube, rotation, centre - anchor, order=1) > 0.5
+        start = anchor - cube.shape[0] // 2
+        low, high = np.maximum(start, 0), np.minimum(start + cube.shape[0], slab_shape)
+        if np.any(high <= low):
+            continue
+        region = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+        crop = inside[tuple(slice(a - s0, b - s0) for a, b, s0 in zip(low, high, start, strict=True))]
+        labels[region][crop] = k + 1
+    return labels
 
 
 def _check_slab_shape(slab_shape_zyx: Sequence[int]) -> np.ndarray:
