@@ -16,19 +16,29 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 if TYPE_CHECKING:
-    from cryoengine.physics.imaging import ImagingSettings
+    from cryoengine.physics.imaging import ImagingSettings, RealismSettings
     from cryoengine.physics.tilt import TiltScheme
 
 from cryoengine.identifiers import CLASS_ID_PATTERN, PDB_ID_PATTERN, PhantomShape
 
 __all__ = [
+    "AcquisitionSettings",
+    "BFactorSettings",
+    "BackgroundSettings",
     "ClassSpec",
     "ConfigError",
     "DatasetSettings",
+    "DefocusEstimateSettings",
+    "DeformationSettings",
     "DensitySettings",
+    "DetectorSettings",
     "EngineConfig",
+    "ExportSettings",
     "FileSource",
+    "IceSettings",
     "MapSource",
+    "MisalignmentSettings",
+    "MotionBlurSettings",
     "NoiseSettings",
     "OpticsSettings",
     "PdbSource",
@@ -37,6 +47,7 @@ __all__ = [
     "SampleSettings",
     "StructureSettings",
     "TiltSettings",
+    "VarietySettings",
     "config_json_schema",
     "load_config",
     "read_config_yaml",
@@ -101,6 +112,51 @@ class DensitySettings(_Model):
     )
 
 
+class IceSettings(_Model):
+    """Amorphous ice filling the slab: the particles' contrast against it and its inelastic loss per tilt."""
+
+    enabled: bool = Field(
+        False,
+        description="Contrast against ice (not vacuum) and the zero-loss attenuation exp(-t/(λ cos θ)) of "
+        "the slab's thickness t in every tilt; false = particles in vacuum, no loss.",
+    )
+    density_g_per_cm3: float = Field(
+        0.93,
+        ge=0.8,
+        le=1.0,
+        description="Ice density (g/cm³); 0.93, inside the 0.91-0.94 of vitreous/low-density amorphous ice "
+        "(Dubochet et al., Q. Rev. Biophys. 21:129, 1988).",
+    )
+    inelastic_mean_free_path_A: float = Field(
+        3950.0,
+        gt=0,
+        le=100000,
+        description="Inelastic mean free path of electrons in vitreous ice (Å); 3950 Å at 300 kV with an "
+        "energy filter (Rice et al., J. Struct. Biol. 204:38, 2018).",
+    )
+
+
+class BackgroundSettings(_Model):
+    """Structural background: a band-limited random field of protein for the cytoplasm's small molecules."""
+
+    enabled: bool = Field(False, description="Add the structural background around the particles.")
+    volume_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=0.5,
+        description="Fraction of the slab volume filled with background protein; 0.1, the part of the "
+        "20-30 % macromolecular volume fraction of cytoplasm (Ellis, Trends Biochem. Sci. 26:597, 2001; "
+        "Zimmerman & Trach, J. Mol. Biol. 222:599, 1991) that crowders at 10-20 % leave.",
+    )
+    correlation_length_A: float = Field(
+        40.0,
+        gt=0,
+        le=1000,
+        description="Feature size of the background (Å): band limit 1/length; 40 Å, the diameter of a "
+        "30-50 kDa protein; at least 2 voxels.",
+    )
+
+
 class SampleSettings(_Model):
     """The virtual sample: an ice slab holding target particles of one class and crowders of the others."""
 
@@ -134,6 +190,14 @@ class SampleSettings(_Model):
         0.05, gt=0, lt=1, description="A class's support is its density above this fraction of the maximum."
     )
     support_margin_vox: int = Field(1, ge=0, le=10, description="Margin around each support (voxels).")
+    touching_cores: bool = Field(
+        False,
+        description="Place particles by their cores (the 0.4-of-peak mass contour, no margin) so that they "
+        "may touch but not overlap, which lets crowding reach the 20-30 % of cytoplasm; false = by the "
+        "supports of support_threshold and support_margin_vox, kept apart.",
+    )
+    ice: IceSettings = Field(default_factory=IceSettings)
+    background: BackgroundSettings = Field(default_factory=BackgroundSettings)
     seed: int = Field(0, ge=0, description="Base seed; each (class, tomogram) draws its own seed from it.")
 
 
@@ -184,6 +248,146 @@ class OpticsSettings(_Model):
     phase_flip: bool = Field(False, description="Phase-flip the tilt images (CTF correction by sign).")
     exposure_filtering: bool = Field(
         True, description="Weight each tilt by its accumulated exposure (Grant & Grigorieff 2015)."
+    )
+
+
+class MisalignmentSettings(_Model):
+    """Residual per-tilt alignment error: shifts and in-plane rotations growing with |sin θ| (as PolNet)."""
+
+    enabled: bool = Field(False, description="Misalign the signal tilts (the reconstruction assumes none).")
+    shift_sigma_min_A: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="Shift σ per axis at 0° (Å); a pixel of 2-4 Å (Mastronarde & Held 2017).",
+    )
+    shift_sigma_max_A: float = Field(
+        6.0, ge=0, le=100, description="Shift σ per axis at the largest tilt (Å)."
+    )
+    rotation_sigma_min_deg: float = Field(0.1, ge=0, le=10, description="In-plane rotation σ at 0° (°).")
+    rotation_sigma_max_deg: float = Field(
+        0.5, ge=0, le=10, description="In-plane rotation σ at the largest tilt (°)."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MisalignmentSettings:
+        if self.shift_sigma_min_A > self.shift_sigma_max_A:
+            raise ValueError(f"shift_sigma_min_A ({self.shift_sigma_min_A}) is above shift_sigma_max_A")
+        if self.rotation_sigma_min_deg > self.rotation_sigma_max_deg:
+            raise ValueError(
+                f"rotation_sigma_min_deg ({self.rotation_sigma_min_deg}) is above rotation_sigma_max_deg"
+            )
+        return self
+
+
+class MotionBlurSettings(_Model):
+    """Residual beam-induced motion during each tilt's exposure: a straight track of uniform length."""
+
+    enabled: bool = Field(False, description="Blur each signal tilt by its drawn motion track.")
+    max_length_A: float = Field(
+        4.0,
+        ge=0,
+        le=100,
+        description="Largest track per tilt (Å), lengths uniform below it; 4 Å, the residual after frame "
+        "alignment (Brilot et al., J. Struct. Biol. 177:630, 2012; Zheng et al., Nat. Methods 14:331, 2017).",
+    )
+
+
+class DefocusEstimateSettings(_Model):
+    """Defocus estimation error: the CTF the phase flip assumes differs from the true one."""
+
+    enabled: bool = Field(
+        False, description="Phase-flip by the sign of an estimated CTF; acts only with optics.phase_flip."
+    )
+    sigma_um: float = Field(
+        0.1,
+        ge=0,
+        le=5,
+        description="σ of the defocus error (µm); 0.1 µm, a chosen order of magnitude of CTF fits on "
+        "low-dose tilts (CTFFIND4, Rohou & Grigorieff, J. Struct. Biol. 192:216, 2015).",
+    )
+
+
+class DetectorSettings(_Model):
+    """Detector MTF of a counting detector (noise passes unfiltered: NTF 1, DQE = DQE(0)·MTF²)."""
+
+    enabled: bool = Field(False, description="Filter the signal tilts by the detector MTF.")
+    pixel_A: float | None = Field(
+        None,
+        gt=0,
+        le=100,
+        description="Pixel whose square aperture sets the MTF, sinc(k_y p)·sinc(k_x p) (Å at the specimen); "
+        "null = voxel_size_A, the aperture of binning by pixel averaging to the voxel (0.64 at Nyquist, "
+        "the ideal counting detector of McMullan et al., Ultramicroscopy 147:156, 2014).",
+    )
+    psf_sigma_A: float = Field(
+        0.0, ge=0, le=100, description="Gaussian point spread σ beyond the pixel aperture (Å); 0 = ideal."
+    )
+
+
+class AcquisitionSettings(_Model):
+    """Imperfect acquisition of the signal tilts (the detector-noise tilts are left as they are)."""
+
+    misalignment: MisalignmentSettings = Field(default_factory=MisalignmentSettings)
+    motion_blur: MotionBlurSettings = Field(default_factory=MotionBlurSettings)
+    defocus_estimate: DefocusEstimateSettings = Field(default_factory=DefocusEstimateSettings)
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
+
+
+class DeformationSettings(_Model):
+    """Smooth, mass-preserving random deformation of every placed particle (normal-mode-like)."""
+
+    enabled: bool = Field(False, description="Deform each particle's map by its own displacement field.")
+    amplitude_A: float = Field(
+        3.0,
+        ge=0,
+        le=50,
+        description="Mass-weighted RMS displacement (Å); 3 Å, the RMSD between conformations along the few "
+        "lowest normal modes (Tama & Sanejouand, Protein Eng. 14:1, 2001).",
+    )
+    min_wavelength_A: float = Field(
+        150.0,
+        gt=0,
+        le=10000,
+        description="Shortest wavelength of the displacement modes (Å), at most the box edge; 150 Å, "
+        "domain-scale motion of a 100-300 Å complex.",
+    )
+
+
+class BFactorSettings(_Model):
+    """Per-particle B-factor blur exp(−B k²/4), B uniform in a range."""
+
+    enabled: bool = Field(False, description="Blur each particle's map by its own B-factor.")
+    min_A2: float = Field(0.0, ge=0, le=10000, description="Smallest B-factor drawn (Å²).")
+    max_A2: float = Field(
+        1000.0,
+        ge=0,
+        le=10000,
+        description="Largest B-factor drawn (Å²); 1000 Å² halves the amplitude at 21 Å (chosen: the range "
+        "over which in-situ averages of one complex vary; no single source).",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BFactorSettings:
+        if self.min_A2 > self.max_A2:
+            raise ValueError(f"min_A2 ({self.min_A2}) is above max_A2 ({self.max_A2})")
+        return self
+
+
+class VarietySettings(_Model):
+    """Conformational variety: no placed particle is the exact template of its class."""
+
+    deformation: DeformationSettings = Field(default_factory=DeformationSettings)
+    b_factor: BFactorSettings = Field(default_factory=BFactorSettings)
+
+
+class ExportSettings(_Model):
+    """Optional whole-tomogram outputs besides the subtomograms (the motif list is always written)."""
+
+    tomograms: bool = Field(
+        False,
+        description="Write each tomogram's noise-free reconstruction and its label map (0 = none, 1 + class "
+        "index of the tomogram's ground-truth table) as MRC next to its particle file.",
     )
 
 
@@ -344,9 +548,12 @@ class EngineConfig(_Model):
     sample: SampleSettings = Field(default_factory=SampleSettings)
     tilt: TiltSettings = Field(default_factory=TiltSettings)
     optics: OpticsSettings = Field(default_factory=OpticsSettings)
+    acquisition: AcquisitionSettings = Field(default_factory=AcquisitionSettings)
+    variety: VarietySettings = Field(default_factory=VarietySettings)
     reconstruction: ReconstructionSettings = Field(default_factory=ReconstructionSettings)
     noise: NoiseSettings = Field(default_factory=NoiseSettings)
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)
     pretrain: PretrainSettings = Field(default_factory=PretrainSettings)
     classes: dict[str, ClassSpec] = Field(
         min_length=1, description="Class id (letters, digits, _ . -) → where its structure comes from."
@@ -391,6 +598,7 @@ class EngineConfig(_Model):
                 f"at voxel_size_A = {self.voxel_size_A})"
             )
         self._check_targets_fit()
+        self._check_realism()
         if min(self.sample.slab_shape_zyx) < self.box + 2:
             raise ValueError(
                 f"sample.slab_shape_zyx {list(self.sample.slab_shape_zyx)} must exceed the box ({self.box}) "
@@ -420,6 +628,65 @@ class EngineConfig(_Model):
                     f"{list(self.sample.slab_shape_zyx)}; random placement jams near "
                     f"{_JAMMING_FRACTION:.0%}: fewer particles or a larger slab"
                 )
+
+    def _check_realism(self) -> None:
+        """Refuse realism settings the physics cannot honour at this box and voxel size."""
+        background = self.sample.background
+        if background.enabled and background.correlation_length_A < 2 * self.voxel_size_A:
+            raise ValueError(
+                f"sample.background.correlation_length_A ({background.correlation_length_A} Å) must be at "
+                f"least 2 voxels ({2 * self.voxel_size_A:g} Å)"
+            )
+        deformation = self.variety.deformation
+        if deformation.enabled and deformation.min_wavelength_A > self.box * self.voxel_size_A:
+            raise ValueError(
+                f"variety.deformation.min_wavelength_A ({deformation.min_wavelength_A} Å) exceeds the box "
+                f"({self.box} × {self.voxel_size_A} Å)"
+            )
+
+    def realism_settings(self, keep_tomogram: bool | None = None) -> RealismSettings:
+        """Return the :class:`~cryoengine.physics.imaging.RealismSettings` of the enabled effects (rest off).
+
+        Parameters
+        ----------
+        keep_tomogram
+            Overrides ``export.tomograms`` (whether the chain returns the whole tomogram).
+        """
+        from cryoengine.physics.imaging import RealismSettings
+
+        ice, background = self.sample.ice, self.sample.background
+        acquisition, variety = self.acquisition, self.variety
+        misalignment, detector = acquisition.misalignment, acquisition.detector
+        return RealismSettings(
+            ice_density_g_per_cm3=ice.density_g_per_cm3 if ice.enabled else None,
+            inelastic_mean_free_path_A=ice.inelastic_mean_free_path_A if ice.enabled else None,
+            background_fraction=background.volume_fraction if background.enabled else 0.0,
+            background_correlation_length_A=background.correlation_length_A,
+            touching_cores=self.sample.touching_cores,
+            deformation_amplitude_A=variety.deformation.amplitude_A if variety.deformation.enabled else 0.0,
+            deformation_min_wavelength_A=variety.deformation.min_wavelength_A,
+            b_factor_min_A2=variety.b_factor.min_A2 if variety.b_factor.enabled else 0.0,
+            b_factor_max_A2=variety.b_factor.max_A2 if variety.b_factor.enabled else 0.0,
+            misalignment_shift_sigma_A=(
+                (misalignment.shift_sigma_min_A, misalignment.shift_sigma_max_A)
+                if misalignment.enabled
+                else (0.0, 0.0)
+            ),
+            misalignment_rotation_sigma_deg=(
+                (misalignment.rotation_sigma_min_deg, misalignment.rotation_sigma_max_deg)
+                if misalignment.enabled
+                else (0.0, 0.0)
+            ),
+            motion_blur_max_A=acquisition.motion_blur.max_length_A
+            if acquisition.motion_blur.enabled
+            else 0.0,
+            defocus_error_sigma_um=(
+                acquisition.defocus_estimate.sigma_um if acquisition.defocus_estimate.enabled else 0.0
+            ),
+            detector_pixel_A=(detector.pixel_A or self.voxel_size_A) if detector.enabled else None,
+            detector_psf_sigma_A=detector.psf_sigma_A,
+            keep_tomogram=self.export.tomograms if keep_tomogram is None else keep_tomogram,
+        )
 
     def resolution_A(self) -> float:
         """Effective low-pass resolution (Å): the configured one (never finer than Nyquist), or Nyquist."""
@@ -456,6 +723,7 @@ class EngineConfig(_Model):
             backend=recon.backend,
             noise_realisations=self.noise.realisations,
             isolation_margin_vox=isolation_margin_vox,
+            realism=self.realism_settings(),
         )
 
     def assembly_of(self, spec: PdbSource | FileSource) -> str | None:

@@ -19,10 +19,11 @@ from tqdm import tqdm
 
 from cryoengine.config import EngineConfig, FileSource, MapSource, PdbSource, PhantomSource
 from cryoengine.formats.atomic_write import atomic_path
+from cryoengine.formats.motif_list import write_motif_list
 from cryoengine.formats.mrc import read_volume, write_volume
 from cryoengine.formats.provenance import provenance
 from cryoengine.physics.density import atoms_to_density, resample_map, scale_map_to_mass
-from cryoengine.physics.imaging import simulate_particles
+from cryoengine.physics.imaging import ImagedParticles, simulate_particles
 from cryoengine.physics.noise import mix_noise_at_snr_levels
 from cryoengine.store import write_class_group, write_manifest
 from cryoengine.store.particle_set import ParticleSet, concatenate
@@ -51,6 +52,7 @@ __all__ = [
     "density",
     "fetch_structure",
     "manifest",
+    "motif_list_path",
     "shard",
     "simulate_class",
     "simulate_tomogram",
@@ -220,6 +222,7 @@ def simulate_tomogram(
     tomogram: int,
     density_paths: Mapping[str, str | Path],
     out_path: str | Path,
+    ground_truth_path: str | Path | None = None,
 ) -> Path:
     """Rule ``simulate``: one tomogram of a class → its target subtomograms with ground truth.
 
@@ -229,7 +232,13 @@ def simulate_tomogram(
     unit-variance detector-noise tilt series are reconstructed the same way. Subtomograms are cut around
     each target from all of them. Each target alone and the reference particle are imaged once more, each
     in its own cell, for the class-blind noise scale and the particles' own signal variance
-    (:mod:`cryoengine.physics.noise`).
+    (:mod:`cryoengine.physics.noise`). The realism effects enabled in the config act on the way
+    (:mod:`cryoengine.physics.imaging`).
+
+    The tomogram's motif list (every particle and crowder: class, position, rotation; STAR,
+    :mod:`cryoengine.formats.motif_list`) is written to ``ground_truth_path``, and its path recorded in
+    the particle file's provenance (``tomogram.ground_truth``); with ``export.tomograms`` the noise-free
+    tomogram and its label map are written beside it as ``<stem>.tomogram.mrc`` and ``<stem>.labels.mrc``.
 
     Parameters
     ----------
@@ -245,6 +254,8 @@ def simulate_tomogram(
     out_path
         Output ``.npz`` (:class:`~cryoengine.store.particle_set.ParticleSet` with ``clean``, ``noise``,
         ``noise_scale`` and ``signal_variance``).
+    ground_truth_path
+        Output motif list; None = beside ``out_path`` (``tomogram_0.npz`` → ``tomogram_0.motifs.star``).
 
     Returns
     -------
@@ -296,6 +307,9 @@ def simulate_tomogram(
         "ctf": vars(ctf),
         "reference_signal_variance": imaged.reference_signal_variance,
         "unit_noise_variance": imaged.unit_noise_variance,
+        "ground_truth": str(
+            _write_ground_truth(config, class_ids, class_id, imaged, out_path, ground_truth_path, record)
+        ),
     }
     particles = ParticleSet(
         clean=imaged.clean,
@@ -311,6 +325,47 @@ def simulate_tomogram(
     )
     path = particles.save(out_path)
     log.info("%s tomogram %d: %d subtomograms written to %s", class_id, tomogram, n, path)
+    return path
+
+
+def motif_list_path(out_path: str | Path) -> Path:
+    """Default motif list of a tomogram's particle file: ``tomogram_0.npz`` → ``tomogram_0.motifs.star``."""
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.stem}.motifs.star")
+
+
+def _write_ground_truth(
+    config: EngineConfig,
+    class_ids: Sequence[str],
+    class_id: str,
+    imaged: ImagedParticles,
+    out_path: str | Path,
+    ground_truth_path: str | Path | None,
+    record: dict,
+) -> Path:
+    """Write a tomogram's motif list and, with ``export.tomograms``, its tomogram and label map as MRC."""
+    path = motif_list_path(out_path) if ground_truth_path is None else Path(ground_truth_path)
+    placed = imaged.placements
+    write_motif_list(
+        path,
+        class_ids,
+        placed.class_index,
+        placed.centre_zyx_vox,
+        placed.rotation,
+        config.voxel_size_A,
+        target_class=class_ids.index(class_id),
+        b_factor_A2=imaged.b_factor_A2,
+    )
+    if imaged.tomogram is not None and imaged.label_map is not None:
+        stem = path.name.removesuffix(".star").removesuffix(".motifs")
+        labels_record = {
+            **record,
+            "labels": {"0": "none", **{str(i + 1): c for i, c in enumerate(class_ids)}},
+        }
+        write_volume(path.with_name(f"{stem}.tomogram.mrc"), imaged.tomogram, config.voxel_size_A, record)
+        write_volume(
+            path.with_name(f"{stem}.labels.mrc"), imaged.label_map, config.voxel_size_A, labels_record
+        )
     return path
 
 
@@ -363,6 +418,7 @@ def calibrate_noise(
         "class_id": class_id,
         "voxel_size_A": config.voxel_size_A,
         "snr_levels": config.noise.snr_levels,
+        "ground_truth": [part.attrs["provenance"].get("tomogram", {}).get("ground_truth") for part in parts],
         "provenance": provenance(config.model_dump(mode="json"), seed=config.sample.seed),
     }
     medians = ", ".join(
@@ -424,6 +480,7 @@ def simulate_class(
                 index,
                 {c: paths[c] for c in [class_id, *crowders[index]]},
                 Path(scratch) / f"tomogram_{index}.npz",
+                out_path.with_name(f"{out_path.stem}.tomogram_{index}.motifs.star"),
             )
             for index in tqdm(indices, desc=f"{class_id} tomograms", unit="tomogram", file=sys.stderr)
         ]
@@ -461,6 +518,7 @@ def shard(config: EngineConfig, class_id: str, particles_path: str | Path, datas
         "name": class_id,
         "description": spec.description,
         "source": spec.model_dump(mode="json", exclude={"description"}),
+        "ground_truth": particles.attrs.get("ground_truth", []),
         "provenance": provenance(config.model_dump(mode="json"), seed=config.sample.seed),
     }
     group = write_class_group(

@@ -236,7 +236,12 @@ def test_cli_simulates_one_class(simulated, tmp_path):
     )
     particles = ParticleSet.load(out)
     assert particles.noisy.shape == (2, 4, 24, 24, 24)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["blob.npz", "config.yaml"]  # no scratch left
+    # No scratch left; the tomogram's motif list beside the class file.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "blob.npz",
+        "blob.tomogram_0.motifs.star",
+        "config.yaml",
+    ]
     assert main(["simulate", str(path), "--class", "nope", "-o", str(out)]) == 1
 
 

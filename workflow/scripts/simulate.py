@@ -17,5 +17,10 @@ record_invocation(
 config = validate_config(snakemake.config, origin="workflow config")
 densities = dict(zip(snakemake.params.classes, snakemake.input.densities, strict=True))
 stages.simulate_tomogram(
-    config, snakemake.wildcards.cls, int(snakemake.wildcards.tomogram), densities, snakemake.output[0]
+    config,
+    snakemake.wildcards.cls,
+    int(snakemake.wildcards.tomogram),
+    densities,
+    snakemake.output[0],
+    snakemake.output.motifs,
 )
