@@ -61,6 +61,7 @@ from cryoengine.physics.ice import (
 )
 from cryoengine.physics.noise import reference_noise_scale
 from cryoengine.physics.placement import (
+    ROTATED_SUPPORT_LEVEL,
     Placements,
     density_to_support_mask,
     isolated_placements,
@@ -294,7 +295,7 @@ def simulate_particles(
         s.crowding_fraction,
         rng,
         target_box=s.box,
-        **({"rotated_support_level": _CORE_SUPPORT_LEVEL} if effects.touching_cores else {}),
+        rotated_support_level=_CORE_SUPPORT_LEVEL if effects.touching_cores else ROTATED_SUPPORT_LEVEL,
     )
     n_crowders = int(np.count_nonzero(placements.class_index != target))
     log.info("placed %d particles, %d crowders", len(placements.class_index), n_crowders)

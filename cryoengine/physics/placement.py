@@ -21,6 +21,7 @@ from cryoengine.physics.resampling import SplineVolume, rotate_volume
 from cryoengine.physics.rotation import random_rotations
 
 __all__ = [
+    "ROTATED_SUPPORT_LEVEL",
     "Placements",
     "density_to_support_mask",
     "isolated_placements",
@@ -31,9 +32,9 @@ __all__ = [
 
 # Anchors drawn per vectorised batch while searching for a free position.
 _ANCHOR_BATCH = 64
-# A rotated support voxel is occupied when linear interpolation of the 0/1 mask exceeds this: every voxel
-# that a support voxel contributes to with non-negligible weight, a conservative (slightly grown) mask.
-_ROTATED_SUPPORT_LEVEL = 0.01
+#: A rotated support voxel is occupied when linear interpolation of the 0/1 mask exceeds this: every voxel
+#: that a support voxel contributes to with non-negligible weight, a conservative (slightly grown) mask.
+ROTATED_SUPPORT_LEVEL = 0.01
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,7 +133,7 @@ def place_particles(
     *,
     target_box: int | None = None,
     max_attempts: int = 1000,
-    rotated_support_level: float = _ROTATED_SUPPORT_LEVEL,
+    rotated_support_level: float = ROTATED_SUPPORT_LEVEL,
 ) -> Placements:
     """Place target particles, then crowders, at uniform orientations and non-overlapping positions.
 
@@ -408,7 +409,7 @@ def _find_free_anchor(
     anchor_range: tuple[np.ndarray, np.ndarray],
     rng: np.random.Generator,
     max_attempts: int,
-    level: float = _ROTATED_SUPPORT_LEVEL,
+    level: float = ROTATED_SUPPORT_LEVEL,
 ) -> np.ndarray | None:
     """Find a voxel where the rotated, sub-voxel-shifted support fits inside and free; mark it occupied.
 

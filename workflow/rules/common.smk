@@ -106,6 +106,9 @@ def simulate_params(wildcards):
         "tilt": ENGINE.tilt.model_dump(mode="json"),
         "optics": ENGINE.optics.model_dump(mode="json"),
         "reconstruction": ENGINE.reconstruction.model_dump(mode="json"),
+        "acquisition": ENGINE.acquisition.model_dump(mode="json"),
+        "variety": ENGINE.variety.model_dump(mode="json"),
+        "export": ENGINE.export.model_dump(mode="json"),
         "noise": ENGINE.noise.model_dump(
             mode="json", include={"realisations", "reference_diameter_A"}
         ),
