@@ -500,6 +500,8 @@ def dataset_attrs(config: EngineConfig) -> dict:
         "optics": config.optics.model_dump(mode="json"),
         "reconstruction": config.reconstruction.model_dump(mode="json"),
         "sample": config.sample.model_dump(mode="json"),
+        "acquisition": config.acquisition.model_dump(mode="json"),
+        "variety": config.variety.model_dump(mode="json"),
         "provenance": provenance(config.model_dump(mode="json"), seed=config.sample.seed),
     }
 
