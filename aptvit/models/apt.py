@@ -131,8 +131,9 @@ def _roll_within(volume: Tensor, shifts_zyx: Tensor, low: int, high: int) -> Ten
 def _correlation_at_offsets(grad: Tensor, volume: Tensor, patch_size: int) -> Tensor:
     """``sum_i grad[b, :, i] * volume[b, :, i + k]`` (circular) for every offset ``k`` in ``[0, p)³``.
 
-    The cross-spectrum ``conj(FFT(grad)) FFT(volume)`` is transformed back at the ``p³`` wanted lags only,
-    one axis at a time (three small matrix products instead of a full inverse FFT).
+    The cross-spectrum ``conj(FFT(grad)) FFT(volume)`` (formed in place) is transformed back at the ``p³``
+    wanted lags only, one axis at a time, z first (three small matrix products instead of a full inverse
+    FFT; each cuts its axis from ``size`` to ``p`` frequencies before the next).
 
     Returns
     -------
@@ -141,24 +142,26 @@ def _correlation_at_offsets(grad: Tensor, volume: Tensor, patch_size: int) -> Te
     """
     dims = (2, 3, 4)
     fft_dtype = torch.promote_types(volume.dtype, torch.float32)  # FFTs need float32 or float64
-    cross = torch.fft.rfftn(grad.to(fft_dtype), dim=dims).conj() * torch.fft.rfftn(
-        volume.to(fft_dtype), dim=dims
-    )
-    depth, height, width = volume.shape[2:]
+    cross = torch.fft.rfftn(grad.to(fft_dtype), dim=dims).conj_physical_()
+    cross.mul_(torch.fft.rfftn(volume.to(fft_dtype), dim=dims))
+    batch, channels, depth, height, width = volume.shape
     lags = torch.arange(patch_size, device=volume.device, dtype=fft_dtype)
 
     def inverse_dft(size: int, num_frequencies: int) -> Tensor:
         frequencies = torch.arange(num_frequencies, device=volume.device, dtype=fft_dtype)
-        return torch.exp(2j * math.pi * frequencies[:, None] * lags[None] / size)  # (frequency, lag)
+        return torch.exp(2j * math.pi * lags[:, None] * frequencies[None] / size)  # (lag, frequency)
 
+    def along_axis(matrix: Tensor, field: Tensor) -> Tensor:  # (lag, size) @ (N, size, L), read in place
+        return torch.bmm(matrix.expand(field.shape[0], *matrix.shape), field)
+
+    along_z = along_axis(inverse_dft(depth, depth), cross.reshape(batch * channels, depth, -1))
+    along_y = along_axis(inverse_dft(height, height), along_z.reshape(-1, height, width // 2 + 1))
     # A real signal's half spectrum: every fx but 0 and the Nyquist one stands for itself and -fx.
     fx = torch.arange(width // 2 + 1, device=volume.device)
     multiplicity = torch.where((fx == 0) | (2 * fx == width), 1.0, 2.0).to(fft_dtype)
-    along_x = cross @ (inverse_dft(width, width // 2 + 1) * multiplicity[:, None])  # (B, C, D, H, p)
-    along_y = inverse_dft(height, height).T @ along_x  # (B, C, D, p, p)
-    along_z = (inverse_dft(depth, depth).T @ along_y.flatten(0, 1).flatten(2)).real  # (B C, p, p²)
-    batch, channels = volume.shape[:2]
-    return along_z.reshape(batch, channels, -1).sum(dim=1) / (depth * height * width)
+    inverse_x = (inverse_dft(width, width // 2 + 1) * multiplicity).T
+    along_x = (along_y.reshape(-1, width // 2 + 1) @ inverse_x).real
+    return along_x.reshape(batch, channels, -1).sum(dim=1) / (depth * height * width)
 
 
 class _StraightThroughRoll(torch.autograd.Function):

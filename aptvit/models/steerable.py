@@ -161,23 +161,34 @@ def _real_dft_matrix(size: int) -> tuple[Tensor, Tensor]:
 @functools.lru_cache(maxsize=32)
 def _phase_dft_matrix(
     size: int, patch_size: int, device: torch.device, dtype: torch.dtype
-) -> tuple[Tensor, Tensor]:
-    """``kron(R, I_p)``: the real DFT ``R`` of every component along one axis of the full volume at once.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Return the real DFT ``R`` of a component axis, and ``kron(R, I_p)`` (``R`` on every component).
 
-    Voxel ``x = p * j + k`` of the axis is voxel ``j`` of component ``k``; row ``p * a + k`` of the result is
-    coefficient ``a`` of component ``k``. Returns the `(size, size)` matrix and the `(size / p,)` ``|f|`` of
-    each coefficient.
+    Voxel ``x = p * j + k`` of the axis is voxel ``j`` of component ``k``; row ``p * a + k`` of
+    ``kron(R, I_p)`` is coefficient ``a`` of component ``k``. Returns ``R`` `(size / p, size / p)`, the
+    `(size, size)` Kronecker product and the `(size / p,)` ``|f|`` of each coefficient.
     """
     with torch.inference_mode(False):  # cached: must serve autograd even when first built for inference
         matrix, magnitudes = _real_dft_matrix(size // patch_size)
-        return torch.kron(matrix, torch.eye(patch_size, dtype=torch.float64)).to(device, dtype), magnitudes
+        kron = torch.kron(matrix, torch.eye(patch_size, dtype=torch.float64))
+        return matrix.to(device, dtype), kron.to(device, dtype), magnitudes
+
+
+def _transform_outer_axis(matrix: Tensor, field: Tensor) -> Tensor:
+    """``matrix`` `(n, n)` applied along axis 1 of ``field`` `(N, n, L)`: one batched product, read in place.
+
+    Applying ``kron(R, I_p)`` to an axis that has a whole trailing block ``L`` is ``R`` on the axis split as
+    ``(n, p L)``: ``n`` multiply-adds per output instead of ``size``, with a long, contiguous inner dimension.
+    """
+    return torch.bmm(matrix.expand(field.shape[0], *matrix.shape), field)
 
 
 def component_power_spectra(volume: Tensor, patch_size: int) -> tuple[Tensor, Tensor]:
     """Power spectra of all polyphase components of a volume, by frequency orbit ``(|fz|, |fy|, |fx|)``.
 
     The separable real DFT of every component is three matrix products over the whole volume (one per
-    axis, see ``_phase_dft_matrix``), without splitting the volume into components first. Each squared
+    axis, see ``_phase_dft_matrix`` and ``_transform_outer_axis``), without splitting the volume into
+    components first. Each squared
     coefficient belongs to one orbit of frequencies under sign flips of the axes; the coefficients of an
     orbit sum to its share of the component's power, so ``sum W(|f|) power = sum_f W(f) |DFT(f)|² / n``
     over the component's full spectrum (``n`` voxels) for every ``W`` constant on those orbits (any
@@ -200,13 +211,20 @@ def component_power_spectra(volume: Tensor, patch_size: int) -> tuple[Tensor, Te
     p = patch_size
     batch, channels, depth, height, width = volume.shape
     matrices = [_phase_dft_matrix(size, p, volume.device, volume.dtype) for size in (depth, height, width)]
-    along_x = volume.reshape(-1, width) @ matrices[2][0].T
-    along_y = matrices[1][0] @ along_x.reshape(-1, height, width)
-    along_z = matrices[0][0] @ along_y.reshape(batch * channels, depth, height * width)
-    blocks = along_z.square().reshape(batch, channels, depth // p, p, height // p, p, width // p, p)
-    # Coefficient-major, component-minor: the cheap permutation (runs of p contiguous values).
-    power = blocks.permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(batch, channels, -1, p**3)
-    magnitudes = torch.meshgrid(*(magnitude for _, magnitude in matrices), indexing="ij")
+    # x is the innermost axis: one dense product with kron(R, I_p); y and z carry a trailing block each.
+    along_x = volume.reshape(-1, width) @ matrices[2][1].T
+    along_y = _transform_outer_axis(matrices[1][0], along_x.reshape(-1, height // p, p * width))
+    along_z = _transform_outer_axis(matrices[0][0], along_y.reshape(batch * channels, depth // p, -1))
+    blocks = along_z.reshape(batch, channels, depth // p, p, height // p, p, width // p, p)
+    # Coefficient-major, component-minor. Without autograd, squared and permuted in one pass (into the
+    # output's permuted view; out= records no graph).
+    if torch.is_grad_enabled() and volume.requires_grad:
+        power = blocks.square().permute(0, 1, 2, 4, 6, 3, 5, 7)
+    else:
+        power = volume.new_empty(batch, channels, depth // p, height // p, width // p, p, p, p)
+        torch.square(blocks, out=power.permute(0, 1, 2, 5, 3, 6, 4, 7))
+    power = power.reshape(batch, channels, -1, p**3)
+    magnitudes = torch.meshgrid(*(magnitude for _, _, magnitude in matrices), indexing="ij")
     return power, torch.stack(magnitudes, dim=-1).reshape(-1, 3)
 
 

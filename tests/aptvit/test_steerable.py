@@ -160,6 +160,8 @@ def test_component_power_spectra_sum_like_the_full_spectra(shape, patch_size):
     expected = (spectrum * full_weight).sum(dim=(3, 4, 5)).transpose(1, 2)  # (B, C, p³)
     torch.testing.assert_close(weight @ power, expected)
     torch.testing.assert_close(power.sum(dim=2), components.square().sum(dim=(3, 4, 5)).transpose(1, 2))
+    # The autograd path (a volume that requires grad) computes the same power.
+    assert torch.equal(component_power_spectra(volume.requires_grad_(), patch_size)[0], power)
 
 
 @pytest.mark.parametrize("shape", [(4, 4, 4), (3, 5, 6), (8, 8, 8), (2, 4, 12)])
