@@ -158,32 +158,51 @@ def _real_dft_matrix(size: int) -> tuple[Tensor, Tensor]:
     return torch.stack(rows), torch.tensor(magnitudes, dtype=torch.float64)
 
 
+def _circular_gaussian(size: int, sigma_vox: float) -> Tensor:
+    """Return the circulant `(size, size)` float64 matrix of a periodised, unit-sum Gaussian."""
+    positions = torch.arange(size, dtype=torch.float64)
+    lag = positions[:, None] - positions[None]
+    wraps = torch.arange(-3, 4, dtype=torch.float64)[:, None, None] * size
+    kernel = torch.exp(-((lag + wraps) ** 2) / (2 * sigma_vox**2)).sum(dim=0)
+    return kernel / kernel.sum(dim=1, keepdim=True)
+
+
 @functools.lru_cache(maxsize=32)
 def _phase_dft_matrix(
-    size: int, patch_size: int, device: torch.device, dtype: torch.dtype
+    size: int, patch_size: int, lowpass_sigma_vox: float, device: torch.device, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Return the real DFT ``R`` of a component axis, and ``kron(R, I_p)`` (``R`` on every component).
+    """Return the transform of one axis for ``component_power_spectra``, as a small and as a full matrix.
 
     Voxel ``x = p * j + k`` of the axis is voxel ``j`` of component ``k``; row ``p * a + k`` of
-    ``kron(R, I_p)`` is coefficient ``a`` of component ``k``. Returns ``R`` `(size / p, size / p)`, the
-    `(size, size)` Kronecker product and the `(size / p,)` ``|f|`` of each coefficient.
+    ``kron(R, I_p)`` (``R`` the real DFT of a component axis) is coefficient ``a`` of component ``k``.
+    Without low-pass, returns ``R`` `(size / p, size / p)` (see ``_transform_outer_axis``) and
+    ``kron(R, I_p)`` `(size, size)`; with a low-pass of ``lowpass_sigma_vox > 0``, the full matrix is
+    ``kron(R, I_p) G`` (``G`` the circulant Gaussian) for both. Last, the `(size / p,)` ``|f|`` of each
+    coefficient.
     """
     with torch.inference_mode(False):  # cached: must serve autograd even when first built for inference
         matrix, magnitudes = _real_dft_matrix(size // patch_size)
-        kron = torch.kron(matrix, torch.eye(patch_size, dtype=torch.float64))
-        return matrix.to(device, dtype), kron.to(device, dtype), magnitudes
+        full = torch.kron(matrix, torch.eye(patch_size, dtype=torch.float64))
+        if lowpass_sigma_vox > 0:
+            full = full @ _circular_gaussian(size, lowpass_sigma_vox)
+            matrix = full
+        return matrix.to(device, dtype), full.to(device, dtype), magnitudes
 
 
 def _transform_outer_axis(matrix: Tensor, field: Tensor) -> Tensor:
-    """``matrix`` `(n, n)` applied along axis 1 of ``field`` `(N, n, L)`: one batched product, read in place.
+    """``matrix`` `(m, m)` applied along the axis of size ``m`` that ``field`` `(N, m * L)` splits first.
 
     Applying ``kron(R, I_p)`` to an axis that has a whole trailing block ``L`` is ``R`` on the axis split as
-    ``(n, p L)``: ``n`` multiply-adds per output instead of ``size``, with a long, contiguous inner dimension.
+    ``(n, p L)``: ``n`` multiply-adds per output instead of ``size``, with a long, contiguous inner
+    dimension; one batched product that reads the matrix in place.
     """
+    field = field.reshape(field.shape[0], matrix.shape[1], -1)
     return torch.bmm(matrix.expand(field.shape[0], *matrix.shape), field)
 
 
-def component_power_spectra(volume: Tensor, patch_size: int) -> tuple[Tensor, Tensor]:
+def component_power_spectra(
+    volume: Tensor, patch_size: int, lowpass_sigma_vox: float = 0.0
+) -> tuple[Tensor, Tensor]:
     """Power spectra of all polyphase components of a volume, by frequency orbit ``(|fz|, |fy|, |fx|)``.
 
     The separable real DFT of every component is three matrix products over the whole volume (one per
@@ -201,6 +220,10 @@ def component_power_spectra(volume: Tensor, patch_size: int) -> tuple[Tensor, Te
         `(B, C, D, H, W)`, every spatial size divisible by ``patch_size``.
     patch_size : int
         Patch size ``p``.
+    lowpass_sigma_vox : float
+        Standard deviation (voxels, >= 0) of a circular Gaussian low-pass of the whole volume before its
+        split into components (folded into the transforms; 0: none). It commutes with circular shifts
+        and with the 24 rotations of a cubic grid.
 
     Returns
     -------
@@ -208,13 +231,18 @@ def component_power_spectra(volume: Tensor, patch_size: int) -> tuple[Tensor, Te
         `(B, C, F, p³)` power, ``F = DHW / p³`` coefficients in ``(z, y, x)`` raster order and components
         in component order; `(F, 3)` float64 ``(|fz|, |fy|, |fx|)`` of each coefficient.
     """
+    if not lowpass_sigma_vox >= 0:
+        raise ValueError(f"lowpass_sigma_vox must be >= 0, got {lowpass_sigma_vox}")
     p = patch_size
     batch, channels, depth, height, width = volume.shape
-    matrices = [_phase_dft_matrix(size, p, volume.device, volume.dtype) for size in (depth, height, width)]
+    matrices = [
+        _phase_dft_matrix(size, p, float(lowpass_sigma_vox), volume.device, volume.dtype)
+        for size in (depth, height, width)
+    ]
     # x is the innermost axis: one dense product with kron(R, I_p); y and z carry a trailing block each.
     along_x = volume.reshape(-1, width) @ matrices[2][1].T
-    along_y = _transform_outer_axis(matrices[1][0], along_x.reshape(-1, height // p, p * width))
-    along_z = _transform_outer_axis(matrices[0][0], along_y.reshape(batch * channels, depth // p, -1))
+    along_y = _transform_outer_axis(matrices[1][0], along_x.reshape(-1, height * width))
+    along_z = _transform_outer_axis(matrices[0][0], along_y.reshape(batch * channels, -1))
     blocks = along_z.reshape(batch, channels, depth // p, p, height // p, p, width // p, p)
     # Coefficient-major, component-minor. Without autograd, squared and permuted in one pass (into the
     # output's permuted view; out= records no graph).
@@ -270,6 +298,19 @@ class SteerableScorer(nn.Module):
         Width of the hidden scalar layer.
     act_layer : type of nn.Module
         Activation of the hidden scalar layer.
+    lowpass_sigma_vox : float
+        Standard deviation (voxels, >= 0) of a circular Gaussian low-pass of the input before it is split
+        into components (0: none). Each component is a decimation, so its own noise is white whatever its
+        filter; averaging neighbouring voxels first (which belong to different components) is what makes
+        the pick of a noisy view follow its clean view's. Free in cost terms for ``x`` (folded into the
+        transforms), dense products along ``y`` and ``z``.
+    phase_smoothing_sigma : float
+        Standard deviation (in phases, >= 0) of a circular Gaussian over the ``p³`` phase torus applied to
+        the scores (0: none): neighbouring phases see disjoint voxels, hence independent noise, while a
+        low-passed signal's scores vary smoothly over the phases, so the smoothed argmax follows the
+        signal. A circular convolution of the phase grid keeps the scores' cyclic shift equivariance, and a
+        per-axis product of one even kernel their octahedral symmetry; phase ``k``'s score then depends on
+        its neighbours too.
     """
 
     irrep_index: Tensor
@@ -282,11 +323,20 @@ class SteerableScorer(nn.Module):
         lmax: int = 2,
         hidden_dim: int = 16,
         act_layer: type[nn.Module] = nn.SiLU,
+        lowpass_sigma_vox: float = 0.0,
+        phase_smoothing_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         if in_chans < 1 or hidden_dim < 1:
             raise ValueError(f"need in_chans >= 1 and hidden_dim >= 1, got {in_chans} and {hidden_dim}")
+        if not lowpass_sigma_vox >= 0 or not phase_smoothing_sigma >= 0:
+            raise ValueError(
+                "lowpass_sigma_vox and phase_smoothing_sigma must be >= 0, "
+                f"got {lowpass_sigma_vox} and {phase_smoothing_sigma}"
+            )
         self.in_chans = in_chans
+        self.lowpass_sigma_vox = float(lowpass_sigma_vox)
+        self.phase_smoothing_sigma = float(phase_smoothing_sigma)
         self.conv = SteerableConv3d("1x0e", irreps_hidden, kernel_size, lmax)
         irreps = self.conv.irreps_out
         dims = torch.tensor([ir.dim for mul, ir in irreps for _ in range(mul)])
@@ -344,7 +394,7 @@ class SteerableScorer(nn.Module):
             raise ValueError(f"spatial sizes {tuple(volume.shape[2:])} must be divisible by {patch_size}")
         depth, height, width = (size // patch_size for size in volume.shape[2:])
         component_shape = (depth, height, width)
-        power, _ = component_power_spectra(volume, patch_size)  # (B, C, F, p³)
+        power, _ = component_power_spectra(volume, patch_size, self.lowpass_sigma_vox)  # (B, C, F, p³)
         weights = self.spectral_weights(component_shape) / math.prod(component_shape)  # (energies, F)
         batch, channels, _, num_phases = power.shape
         # Mean squared irrep norm over each component, (B C, p³, energies); bmm reads the transposed power
@@ -355,4 +405,10 @@ class SteerableScorer(nn.Module):
         # The floor keeps the gradient finite on an all-zero input.
         amplitudes = (energies + torch.finfo(energies.dtype).tiny).sqrt()
         features = amplitudes.reshape(batch, channels, num_phases, -1).transpose(1, 2).flatten(2)
-        return self.mlp(features).squeeze(-1)
+        scores = self.mlp(features).squeeze(-1)
+        if self.phase_smoothing_sigma == 0 or patch_size == 1:
+            return scores
+        smoothing = _circular_gaussian(patch_size, self.phase_smoothing_sigma).to(scores)
+        grid = scores.reshape(batch, patch_size, patch_size, patch_size)
+        grid = torch.einsum("ai,bj,ck,nijk->nabc", smoothing, smoothing, smoothing, grid)
+        return grid.reshape(batch, num_phases)

@@ -13,6 +13,7 @@ from aptvit.models import (
     NormScorer,
     SteerableConv3d,
     SteerableScorer,
+    phase_offsets_zyx,
     polyphase_components,
 )
 from aptvit.models.steerable import component_power_spectra
@@ -234,6 +235,16 @@ def test_selector_scores_are_permuted_by_grid_rotations(scorer_cls, patch_size, 
         assert not any(follows[1:])  # the check can fail: a plain convolution breaks it for every rotation
 
 
+def test_noise_robust_scores_are_permuted_by_grid_rotations():
+    # In float64: a low-pass shrinks the phases' score spread against the scores' size, so float32
+    # round-off reaches ~1e-4 of the standardised spread (docs/benchmarks.md, "Pre-training").
+    torch.manual_seed(3)
+    scorer = SteerableScorer(lowpass_sigma_vox=1.5, phase_smoothing_sigma=1.0)
+    sampler = AdaptivePhaseSampler(4, scorer).double().eval()
+    volume = torch.randn(2, 1, 16, 16, 16, dtype=torch.float64)
+    assert all(selector_scores_follow_rotation(sampler, volume, rotation) for rotation in ROTATIONS)
+
+
 def test_selected_offset_follows_grid_rotations():
     torch.manual_seed(4)
     sampler = AdaptivePhaseSampler(4, SteerableScorer()).eval()
@@ -246,6 +257,38 @@ def test_selected_offset_follows_grid_rotations():
             assert torch.equal(perm[rotated_best], best)
 
 
+@pytest.mark.parametrize("options", [{"lowpass_sigma_vox": 1.5}, {"phase_smoothing_sigma": 1.0}])
+def test_noise_robust_scores_move_with_circular_shifts(options):
+    # Phase k of the input shifted by s is phase (k - s) mod p of the original: with a low-pass before the
+    # split, or scores smoothed over the phase torus, the score vector is still cyclically permuted.
+    torch.manual_seed(10)
+    scorer = SteerableScorer(**options).double()
+    volume = torch.randn(2, 1, 12, 12, 12, dtype=torch.float64)
+    shift = torch.tensor([1, -2, 5])
+    offsets = phase_offsets_zyx(4)
+    source = (offsets - shift) % 4
+    with torch.no_grad():
+        scores = scorer(volume, 4)
+        shifted = scorer(torch.roll(volume, tuple(shift.tolist()), dims=(2, 3, 4)), 4)
+    torch.testing.assert_close(shifted, scores[:, source[:, 0] * 16 + source[:, 1] * 4 + source[:, 2]])
+    assert not torch.allclose(scores, SteerableScorer().double().to(scores)(volume, 4))  # options act
+
+
+def test_low_pass_power_is_the_power_of_the_low_passed_volume():
+    torch.manual_seed(11)
+    volume = torch.randn(2, 1, 8, 12, 16, dtype=torch.float64)
+    sigma = 1.3
+    # Independently: the periodised Gaussian applied by FFT, one axis at a time.
+    low_passed = volume
+    for axis, size in zip((2, 3, 4), volume.shape[2:], strict=True):
+        lag = torch.arange(size, dtype=torch.float64)
+        kernel = sum(torch.exp(-((lag + wrap * size) ** 2) / (2 * sigma**2)) for wrap in range(-3, 4))
+        transfer = torch.fft.fft(kernel / kernel.sum()).reshape([-1 if d == axis else 1 for d in range(5)])
+        low_passed = torch.fft.ifft(torch.fft.fft(low_passed, dim=axis) * transfer, dim=axis).real
+    power, _ = component_power_spectra(volume, 4, lowpass_sigma_vox=sigma)
+    torch.testing.assert_close(power, component_power_spectra(low_passed, 4)[0])
+
+
 def test_steerable_scorer_rejects_wrong_channels():
     with pytest.raises(ValueError):
         SteerableScorer(in_chans=1)(torch.zeros(2, 3, 4, 4, 4), 2)
@@ -253,3 +296,7 @@ def test_steerable_scorer_rejects_wrong_channels():
         SteerableScorer(in_chans=1)(torch.zeros(2, 1, 4, 4, 6), 4)
     with pytest.raises(ValueError):
         SteerableScorer(hidden_dim=0)
+    with pytest.raises(ValueError):
+        SteerableScorer(lowpass_sigma_vox=-1.0)
+    with pytest.raises(ValueError):
+        SteerableScorer(phase_smoothing_sigma=-1.0)
