@@ -271,6 +271,54 @@ def _kernel_dft(
         return phase.cos().to(device, dtype), phase.sin().to(device, dtype)  # (F, k³) each
 
 
+def centring_scores(volume: Tensor, patch_size: int, sigma_vox: float) -> Tensor:
+    """Score each phase by how close it brings the low-passed energy's circular centroid to a patch middle.
+
+    Per axis, the energy ``w`` of the volume low-passed by a circular Gaussian of ``sigma_vox`` (summed
+    over channels and the other axes) has the circular centroid ``c = size / 2π arg sum_x w(x)
+    exp(2πi x / size)`` and resultant length ``R = |sum_x w(x) exp(2πi x / size)| / sum_x w(x)``; phase
+    ``k`` scores ``sum_axes R cos(2π (k - c + p/2) / p)``, largest for ``k = round(c - p/2) mod p``.
+
+    Parameters
+    ----------
+    volume : Tensor
+        `(B, C, D, H, W)`, every spatial size divisible by ``patch_size``.
+    patch_size : int
+        Patch size ``p``.
+    sigma_vox : float
+        Low-pass standard deviation in voxels (> 0).
+
+    Returns
+    -------
+    Tensor
+        `(B, p³)` in component order, in ``[-3, 3]``.
+    """
+    batch, channels, depth, height, width = volume.shape
+    gaussians = [
+        _circular_gaussian(size, sigma_vox).to(volume.device, volume.dtype) for size in (depth, height, width)
+    ]
+    low_passed = volume.reshape(-1, width) @ gaussians[2].T
+    low_passed = _transform_outer_axis(gaussians[1], low_passed.reshape(-1, height * width))
+    low_passed = _transform_outer_axis(gaussians[0], low_passed.reshape(batch * channels, -1))
+    energy = low_passed.reshape(batch, channels, depth, height, width).square().sum(dim=1)
+    phases = torch.arange(patch_size, device=volume.device, dtype=volume.dtype)
+    per_axis = []
+    for axis, size in enumerate((depth, height, width)):
+        marginal = energy.sum(dim=[dim for dim in (1, 2, 3) if dim != axis + 1])  # (B, size)
+        angle = 2 * math.pi * torch.arange(size, device=volume.device, dtype=volume.dtype) / size
+        real, imaginary = marginal @ angle.cos(), marginal @ angle.sin()
+        centroid = torch.atan2(imaginary, real) * size / (2 * math.pi)  # (B,), voxels
+        resultant = torch.hypot(real, imaginary) / marginal.sum(dim=1).clamp_min(
+            torch.finfo(volume.dtype).tiny
+        )
+        per_axis.append(
+            resultant[:, None]
+            * torch.cos(2 * math.pi * (phases - centroid[:, None] + patch_size / 2) / patch_size)
+        )
+    z, y, x = per_axis
+    return (z[:, :, None, None] + y[:, None, :, None] + x[:, None, None, :]).reshape(batch, -1)
+
+
 class SteerableScorer(nn.Module):
     """Rotation- and shift-invariant score of a volume: the energy of an SO(3)-steerable filter bank.
 
@@ -311,6 +359,16 @@ class SteerableScorer(nn.Module):
         signal. A circular convolution of the phase grid keeps the scores' cyclic shift equivariance, and a
         per-axis product of one even kernel their octahedral symmetry; phase ``k``'s score then depends on
         its neighbours too.
+    centring_weight : float
+        Weight (>= 0; 0: none) of a parameter-free centring term added to the learned scores: per axis,
+        the circular centroid ``c`` (on the box, period ``D``) of the energy of the input low-passed by
+        ``centring_sigma_vox``, scored ``R cos(2π (k - c + p/2) / p)`` for phase ``k`` (``R`` in [0, 1] the
+        centroid's resultant length). Its argmax rolls the energy's centroid to the middle of a patch.
+        Exactly shift-equivariant (``c`` moves with the shift, and ``p`` divides the box) and symmetric
+        under the 24 grid rotations; the centroid is a box-scale statistic, robust to noise where the
+        decimated components are not (docs/benchmarks.md, "Pre-training").
+    centring_sigma_vox : float
+        Standard deviation (voxels, > 0) of the centring term's low-pass.
     """
 
     irrep_index: Tensor
@@ -325,6 +383,8 @@ class SteerableScorer(nn.Module):
         act_layer: type[nn.Module] = nn.SiLU,
         lowpass_sigma_vox: float = 0.0,
         phase_smoothing_sigma: float = 0.0,
+        centring_weight: float = 0.0,
+        centring_sigma_vox: float = 1.0,
     ) -> None:
         super().__init__()
         if in_chans < 1 or hidden_dim < 1:
@@ -334,9 +394,16 @@ class SteerableScorer(nn.Module):
                 "lowpass_sigma_vox and phase_smoothing_sigma must be >= 0, "
                 f"got {lowpass_sigma_vox} and {phase_smoothing_sigma}"
             )
+        if not centring_weight >= 0 or not centring_sigma_vox > 0:
+            raise ValueError(
+                "need centring_weight >= 0 and centring_sigma_vox > 0, "
+                f"got {centring_weight} and {centring_sigma_vox}"
+            )
         self.in_chans = in_chans
         self.lowpass_sigma_vox = float(lowpass_sigma_vox)
         self.phase_smoothing_sigma = float(phase_smoothing_sigma)
+        self.centring_weight = float(centring_weight)
+        self.centring_sigma_vox = float(centring_sigma_vox)
         self.conv = SteerableConv3d("1x0e", irreps_hidden, kernel_size, lmax)
         irreps = self.conv.irreps_out
         dims = torch.tensor([ir.dim for mul, ir in irreps for _ in range(mul)])
@@ -406,9 +473,13 @@ class SteerableScorer(nn.Module):
         amplitudes = (energies + torch.finfo(energies.dtype).tiny).sqrt()
         features = amplitudes.reshape(batch, channels, num_phases, -1).transpose(1, 2).flatten(2)
         scores = self.mlp(features).squeeze(-1)
-        if self.phase_smoothing_sigma == 0 or patch_size == 1:
-            return scores
-        smoothing = _circular_gaussian(patch_size, self.phase_smoothing_sigma).to(scores)
-        grid = scores.reshape(batch, patch_size, patch_size, patch_size)
-        grid = torch.einsum("ai,bj,ck,nijk->nabc", smoothing, smoothing, smoothing, grid)
-        return grid.reshape(batch, num_phases)
+        if self.phase_smoothing_sigma > 0 and patch_size > 1:
+            smoothing = _circular_gaussian(patch_size, self.phase_smoothing_sigma).to(scores)
+            grid = scores.reshape(batch, patch_size, patch_size, patch_size)
+            grid = torch.einsum("ai,bj,ck,nijk->nabc", smoothing, smoothing, smoothing, grid)
+            scores = grid.reshape(batch, num_phases)
+        if self.centring_weight > 0:
+            scores = scores + self.centring_weight * centring_scores(
+                volume, patch_size, self.centring_sigma_vox
+            )
+        return scores

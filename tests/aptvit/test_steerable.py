@@ -16,7 +16,7 @@ from aptvit.models import (
     phase_offsets_zyx,
     polyphase_components,
 )
-from aptvit.models.steerable import component_power_spectra
+from aptvit.models.steerable import centring_scores, component_power_spectra
 
 
 def grid_rotations():
@@ -239,7 +239,7 @@ def test_noise_robust_scores_are_permuted_by_grid_rotations():
     # In float64: a low-pass shrinks the phases' score spread against the scores' size, so float32
     # round-off reaches ~1e-4 of the standardised spread (docs/benchmarks.md, "Pre-training").
     torch.manual_seed(3)
-    scorer = SteerableScorer(lowpass_sigma_vox=1.5, phase_smoothing_sigma=1.0)
+    scorer = SteerableScorer(lowpass_sigma_vox=1.5, phase_smoothing_sigma=1.0, centring_weight=1.0)
     sampler = AdaptivePhaseSampler(4, scorer).double().eval()
     volume = torch.randn(2, 1, 16, 16, 16, dtype=torch.float64)
     assert all(selector_scores_follow_rotation(sampler, volume, rotation) for rotation in ROTATIONS)
@@ -257,7 +257,9 @@ def test_selected_offset_follows_grid_rotations():
             assert torch.equal(perm[rotated_best], best)
 
 
-@pytest.mark.parametrize("options", [{"lowpass_sigma_vox": 1.5}, {"phase_smoothing_sigma": 1.0}])
+@pytest.mark.parametrize(
+    "options", [{"lowpass_sigma_vox": 1.5}, {"phase_smoothing_sigma": 1.0}, {"centring_weight": 1.0}]
+)
 def test_noise_robust_scores_move_with_circular_shifts(options):
     # Phase k of the input shifted by s is phase (k - s) mod p of the original: with a low-pass before the
     # split, or scores smoothed over the phase torus, the score vector is still cyclically permuted.
@@ -289,6 +291,18 @@ def test_low_pass_power_is_the_power_of_the_low_passed_volume():
     torch.testing.assert_close(power, component_power_spectra(low_passed, 4)[0])
 
 
+def test_centring_picks_roll_a_blob_to_the_middle_of_a_patch():
+    # A Gaussian blob centred at voxel c (any position on the 16³ torus): the pick k = round(c - p/2) mod p
+    # rolls it to c - k, the middle (p/2 = 2) of a patch of 4, whatever the noise-free blob's size.
+    axis = torch.arange(16, dtype=torch.float64)
+    for centre in [(5, 9, 6), (0, 15, 2), (12, 3, 8)]:
+        distance = [torch.minimum((axis - c) % 16, (c - axis) % 16) for c in centre]
+        squared = distance[0][:, None, None] ** 2 + distance[1][None, :, None] ** 2 + distance[2] ** 2
+        blob = torch.exp(-squared / (2 * 2.0**2))[None, None]
+        best = centring_scores(blob, 4, sigma_vox=1.0).argmax(dim=1)
+        assert torch.equal(phase_offsets_zyx(4)[best][0], (torch.tensor(centre) - 2) % 4), centre
+
+
 def test_steerable_scorer_rejects_wrong_channels():
     with pytest.raises(ValueError):
         SteerableScorer(in_chans=1)(torch.zeros(2, 3, 4, 4, 4), 2)
@@ -300,3 +314,5 @@ def test_steerable_scorer_rejects_wrong_channels():
         SteerableScorer(lowpass_sigma_vox=-1.0)
     with pytest.raises(ValueError):
         SteerableScorer(phase_smoothing_sigma=-1.0)
+    with pytest.raises(ValueError):
+        SteerableScorer(centring_weight=1.0, centring_sigma_vox=0.0)
