@@ -271,13 +271,39 @@ def _kernel_dft(
         return phase.cos().to(device, dtype), phase.sin().to(device, dtype)  # (F, k³) each
 
 
+def _next_frequency_products(spectrum: Tensor, width: int) -> list[Tensor]:
+    """``sum_f S(f) conj(S(f + e_axis))`` over the full spectrum of a real signal, from its half spectrum.
+
+    ``spectrum`` `(B, C, D, H, W/2 + 1)` is ``rfftn`` over the last three axes. A term and its mirror
+    ``-f - e_axis`` are equal, so the half spectrum (multiplicity 2 off the self-mirrored slices) suffices;
+    along the halved axis the mirror pairs slice ``c`` with ``-c - 1``. Returns `(B,)` complex for z, y, x.
+    """
+    half = spectrum.shape[-1]
+    multiplicity = torch.full((half,), 2.0, device=spectrum.device, dtype=spectrum.real.dtype)
+    multiplicity[0] = 1.0
+    if width % 2 == 0:
+        multiplicity[-1] = 1.0
+    products = [
+        (multiplicity * spectrum * torch.roll(spectrum, -1, dims=dim).conj()).sum(dim=(1, 2, 3, 4))
+        for dim in (2, 3)
+    ]
+    along_x = 2 * (spectrum[..., :-1] * spectrum[..., 1:].conj()).sum(dim=(1, 2, 3, 4))
+    if width % 2 == 1:  # the self-mirrored slice c = (W - 1)/2: its next slice is its conjugate, negated f
+        last = spectrum[..., -1]
+        following = torch.roll(torch.flip(last, dims=(2, 3)), (1, 1), dims=(2, 3)).conj()
+        along_x = along_x + (last * following.conj()).sum(dim=(1, 2, 3))
+    return [*products, along_x]
+
+
 def centring_scores(volume: Tensor, patch_size: int, sigma_vox: float) -> Tensor:
     """Score each phase by how close it brings the low-passed energy's circular centroid to a patch middle.
 
-    Per axis, the energy ``w`` of the volume low-passed by a circular Gaussian of ``sigma_vox`` (summed
-    over channels and the other axes) has the circular centroid ``c = size / 2π arg sum_x w(x)
-    exp(2πi x / size)`` and resultant length ``R = |sum_x w(x) exp(2πi x / size)| / sum_x w(x)``; phase
-    ``k`` scores ``sum_axes R cos(2π (k - c + p/2) / p)``, largest for ``k = round(c - p/2) mod p``.
+    Per axis, the energy ``w`` of the volume low-passed by a Gaussian of ``sigma_vox`` (transfer function
+    ``exp(-2π² σ² (f / size)²)``, summed over channels and the other axes) has the circular centroid
+    ``c = size / 2π arg A`` and resultant length ``R = |A| / sum_x w(x)``, ``A = sum_x w(x) exp(2πi x /
+    size)``; phase ``k`` scores ``sum_axes R cos(2π (k - c + p/2) / p)``, largest for
+    ``k = round(c - p/2) mod p``. By Parseval ``A = sum_f L(f) conj(L(f + e_axis)) / n`` and
+    ``sum_x w = sum_f |L(f)|² / n`` (``L`` the low-passed spectrum): one FFT, no real-space filtering.
 
     Parameters
     ----------
@@ -293,30 +319,32 @@ def centring_scores(volume: Tensor, patch_size: int, sigma_vox: float) -> Tensor
     Tensor
         `(B, p³)` in component order, in ``[-3, 3]``.
     """
-    batch, channels, depth, height, width = volume.shape
-    gaussians = [
-        _circular_gaussian(size, sigma_vox).to(volume.device, volume.dtype) for size in (depth, height, width)
-    ]
-    low_passed = volume.reshape(-1, width) @ gaussians[2].T
-    low_passed = _transform_outer_axis(gaussians[1], low_passed.reshape(-1, height * width))
-    low_passed = _transform_outer_axis(gaussians[0], low_passed.reshape(batch * channels, -1))
-    energy = low_passed.reshape(batch, channels, depth, height, width).square().sum(dim=1)
-    phases = torch.arange(patch_size, device=volume.device, dtype=volume.dtype)
-    per_axis = []
+    batch, _, depth, height, width = volume.shape
+    dtype = torch.promote_types(volume.dtype, torch.float32)
+    transfer = torch.ones((), device=volume.device, dtype=dtype)
     for axis, size in enumerate((depth, height, width)):
-        marginal = energy.sum(dim=[dim for dim in (1, 2, 3) if dim != axis + 1])  # (B, size)
-        angle = 2 * math.pi * torch.arange(size, device=volume.device, dtype=volume.dtype) / size
-        real, imaginary = marginal @ angle.cos(), marginal @ angle.sin()
-        centroid = torch.atan2(imaginary, real) * size / (2 * math.pi)  # (B,), voxels
-        resultant = torch.hypot(real, imaginary) / marginal.sum(dim=1).clamp_min(
-            torch.finfo(volume.dtype).tiny
-        )
-        per_axis.append(
-            resultant[:, None]
-            * torch.cos(2 * math.pi * (phases - centroid[:, None] + patch_size / 2) / patch_size)
-        )
+        frequencies = torch.fft.rfftfreq if axis == 2 else torch.fft.fftfreq
+        frequency = frequencies(size, device=volume.device, dtype=dtype)
+        gain = torch.exp(-2 * math.pi**2 * sigma_vox**2 * frequency.square())
+        transfer = transfer * gain.reshape([-1 if dim == axis else 1 for dim in range(3)])
+    low_passed = torch.fft.rfftn(volume.to(dtype), dim=(2, 3, 4)) * transfer
+    half = low_passed.shape[-1]
+    multiplicity = torch.full((half,), 2.0, device=volume.device, dtype=dtype)
+    multiplicity[0] = 1.0
+    if width % 2 == 0:
+        multiplicity[-1] = 1.0
+    total = (multiplicity * low_passed.abs().square()).sum(dim=(1, 2, 3, 4))
+    phases = torch.arange(patch_size, device=volume.device, dtype=dtype)
+    per_axis = []
+    harmonics = _next_frequency_products(low_passed, width)
+    for harmonic, size in zip(harmonics, (depth, height, width), strict=True):
+        centroid = torch.angle(harmonic) * size / (2 * math.pi)  # (B,), voxels
+        resultant = harmonic.abs() / total.clamp_min(torch.finfo(dtype).tiny)
+        angle = 2 * math.pi * (phases - centroid[:, None] + patch_size / 2) / patch_size
+        per_axis.append(resultant[:, None] * torch.cos(angle))
     z, y, x = per_axis
-    return (z[:, :, None, None] + y[:, None, :, None] + x[:, None, None, :]).reshape(batch, -1)
+    scores = z[:, :, None, None] + y[:, None, :, None] + x[:, None, None, :]
+    return scores.reshape(batch, -1).to(volume.dtype)
 
 
 class SteerableScorer(nn.Module):
