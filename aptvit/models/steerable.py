@@ -271,28 +271,39 @@ def _kernel_dft(
         return phase.cos().to(device, dtype), phase.sin().to(device, dtype)  # (F, k³) each
 
 
-def _next_frequency_products(spectrum: Tensor, width: int) -> list[Tensor]:
-    """``sum_f S(f) conj(S(f + e_axis))`` over the full spectrum of a real signal, from its half spectrum.
-
-    ``spectrum`` `(B, C, D, H, W/2 + 1)` is ``rfftn`` over the last three axes. A term and its mirror
-    ``-f - e_axis`` are equal, so the half spectrum (multiplicity 2 off the self-mirrored slices) suffices;
-    along the halved axis the mirror pairs slice ``c`` with ``-c - 1``. Returns `(B,)` complex for z, y, x.
-    """
-    half = spectrum.shape[-1]
-    multiplicity = torch.full((half,), 2.0, device=spectrum.device, dtype=spectrum.real.dtype)
+def _half_spectrum_multiplicity(width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """`(W/2 + 1, 1)`: how many frequencies of the full spectrum each ``rfft`` slice stands for (1 or 2)."""
+    multiplicity = torch.full((width // 2 + 1, 1), 2.0, device=device, dtype=dtype)
     multiplicity[0] = 1.0
     if width % 2 == 0:
         multiplicity[-1] = 1.0
-    products = [
-        (multiplicity * spectrum * torch.roll(spectrum, -1, dims=dim).conj()).sum(dim=(1, 2, 3, 4))
-        for dim in (2, 3)
-    ]
-    along_x = 2 * (spectrum[..., :-1] * spectrum[..., 1:].conj()).sum(dim=(1, 2, 3, 4))
+    return multiplicity
+
+
+def _next_frequency_products(spectrum: Tensor, width: int) -> list[Tensor]:
+    """``sum_f S(f) conj(S(f + e_axis))`` over the full spectrum of a real signal, from its half spectrum.
+
+    ``spectrum`` `(B, C, D, H, W/2 + 1, 2)` is ``rfftn`` over the last three axes as real pairs (complex
+    elementwise products are slow on the CPU). A term and its mirror ``-f - e_axis`` are equal, so the half
+    spectrum (multiplicity 2 off the self-mirrored slices) suffices; along the halved axis the mirror pairs
+    slice ``c`` with ``-c - 1``. Returns `(B, 2)` (real, imaginary) for z, y and x.
+    """
+    multiplicity = _half_spectrum_multiplicity(width, spectrum.device, spectrum.dtype)
+
+    def products(first: Tensor, second: Tensor) -> Tensor:  # sum first conj(second), as (real, imaginary)
+        real = (first * second).sum(dim=(1, 2, 3, 4, 5))
+        imaginary = (first[..., 1] * second[..., 0] - first[..., 0] * second[..., 1]).sum(dim=(1, 2, 3, 4))
+        return torch.stack((real, imaginary), dim=1)
+
+    weighted = spectrum * multiplicity
+    along = [products(weighted, torch.roll(spectrum, -1, dims=dim)) for dim in (2, 3)]
+    along_x = 2 * products(spectrum[..., :-1, :], spectrum[..., 1:, :])
     if width % 2 == 1:  # the self-mirrored slice c = (W - 1)/2: its next slice is its conjugate, negated f
-        last = spectrum[..., -1]
-        following = torch.roll(torch.flip(last, dims=(2, 3)), (1, 1), dims=(2, 3)).conj()
-        along_x = along_x + (last * following.conj()).sum(dim=(1, 2, 3))
-    return [*products, along_x]
+        last = spectrum[..., -1:, :]
+        conjugate = last.new_tensor([1.0, -1.0])
+        following = torch.roll(torch.flip(last, dims=(2, 3)), (1, 1), dims=(2, 3)) * conjugate
+        along_x = along_x + products(last, following)
+    return [*along, along_x]
 
 
 def centring_scores(volume: Tensor, patch_size: int, sigma_vox: float) -> Tensor:
@@ -327,19 +338,16 @@ def centring_scores(volume: Tensor, patch_size: int, sigma_vox: float) -> Tensor
         frequency = frequencies(size, device=volume.device, dtype=dtype)
         gain = torch.exp(-2 * math.pi**2 * sigma_vox**2 * frequency.square())
         transfer = transfer * gain.reshape([-1 if dim == axis else 1 for dim in range(3)])
-    low_passed = torch.fft.rfftn(volume.to(dtype), dim=(2, 3, 4)) * transfer
-    half = low_passed.shape[-1]
-    multiplicity = torch.full((half,), 2.0, device=volume.device, dtype=dtype)
-    multiplicity[0] = 1.0
-    if width % 2 == 0:
-        multiplicity[-1] = 1.0
-    total = (multiplicity * low_passed.abs().square()).sum(dim=(1, 2, 3, 4))
+    spectrum = torch.view_as_real(torch.fft.rfftn(volume.to(dtype), dim=(2, 3, 4)))
+    low_passed = spectrum * transfer[..., None]
+    multiplicity = _half_spectrum_multiplicity(width, volume.device, dtype)
+    total = (low_passed.square() * multiplicity).sum(dim=(1, 2, 3, 4, 5))
     phases = torch.arange(patch_size, device=volume.device, dtype=dtype)
     per_axis = []
     harmonics = _next_frequency_products(low_passed, width)
     for harmonic, size in zip(harmonics, (depth, height, width), strict=True):
-        centroid = torch.angle(harmonic) * size / (2 * math.pi)  # (B,), voxels
-        resultant = harmonic.abs() / total.clamp_min(torch.finfo(dtype).tiny)
+        centroid = torch.atan2(harmonic[:, 1], harmonic[:, 0]) * size / (2 * math.pi)  # (B,), voxels
+        resultant = torch.hypot(harmonic[:, 0], harmonic[:, 1]) / total.clamp_min(torch.finfo(dtype).tiny)
         angle = 2 * math.pi * (phases - centroid[:, None] + patch_size / 2) / patch_size
         per_axis.append(resultant[:, None] * torch.cos(angle))
     z, y, x = per_axis
