@@ -1,11 +1,14 @@
 """Adaptive polyphase tokenization: split a volume into its p³ patch-grid phases and pick one per sample.
 
 Rolling the input so that the picked phase sits at offset 0 before patchifying makes the token grid move
-with circular shifts of the input, provided the per-phase score is itself shift-invariant.
+with circular shifts of the input, provided the scores are shift-equivariant: phase ``k`` of the input
+shifted by ``s`` scores as phase ``(k - s) mod p`` of the original.
 
 For a circular shift ``s`` of the input (``torch.roll`` convention, per axis), phase ``k`` of the shifted
-volume is phase ``(k - s) mod p`` of the original, circularly shifted on the coarse grid; its score is
-therefore the original's score of phase ``(k - s) mod p``, the picked offset becomes ``(k* + s) mod p`` and
+volume is phase ``(k - s) mod p`` of the original, circularly shifted on the coarse grid; a shift-invariant
+score of each component alone therefore has that property, and so has any score computed from the whole
+volume by circular operations (a low-pass, a smoothing over the phase torus, a circular centroid), the
+picked offset becomes ``(k* + s) mod p`` and
 the rolled input becomes the original rolled input rolled by ``p * floor((k* + s) / p)`` voxels, i.e. the
 token grid is rolled by ``floor((k* + s) / p)`` tokens. This is exact as long as the argmax has no ties;
 scores of random float inputs (float round-off ~1e-7 relative) practically never tie, but constant or
@@ -266,9 +269,9 @@ class AdaptivePhaseSampler(nn.Module):
         Patch size ``p`` in voxels; there are ``p³`` phases.
     scorer : nn.Module or None
         Maps ``(volume (B, C, D, H, W), patch_size)`` to raw scores `(B, p³)` of the polyphase components
-        in component order; phase ``k``'s score must depend on component ``k`` alone and be invariant to its
-        circular shifts (``NormScorer``, ``SteerableScorer``). None gives the fixed grid (offset 0 always,
-        the plain-ViT baseline).
+        in component order, shift-equivariant (see the module): e.g. a score of component ``k`` alone that is
+        invariant to its circular shifts (``NormScorer``, ``SteerableScorer`` by default). None gives the
+        fixed grid (offset 0 always, the plain-ViT baseline).
     temperature : float
         Gumbel-softmax temperature (> 0) of the ``"gumbel"`` mode.
     """
