@@ -117,8 +117,9 @@ def test_a_short_run_learns(simulated_dataset, tmp_path):
 
     Fixed seeds; 4 classes (chance 0.25) at validation SNR 0.05 on held-out tomograms, the kNN bank from
     the training split; pose error on the validation pairs (a random guess: ~126°). The plain-ViT grid
-    (``phase_selector="fixed"``): with the steerable or the norm selector the phase picks of a noisy view
-    are at chance at patch 8, and in this budget neither learns (docs/benchmarks.md, "Pre-training").
+    (``phase_selector="fixed"``): with the default steerable or the norm selector the phase picks of a noisy
+    view are at chance at patch 8 and the encoder hardly learns in this budget; the test below runs the
+    steerable selector with its centring term (docs/benchmarks.md, "Pre-training").
     """
     module, data = tiny_module("fixed", phase_weight=0.0), tiny_data(simulated_dataset)
     logger = L.pytorch.loggers.CSVLogger(tmp_path)
