@@ -16,6 +16,7 @@ from cryoengine.store.fields import (
     Field,
 )
 from cryoengine.store.inspection import InspectionReport, inspect_dataset
+from cryoengine.store.observed_set import ObservedParticles
 from cryoengine.store.reader import (
     Block,
     ChecksumError,
@@ -27,7 +28,6 @@ from cryoengine.store.reader import (
     MissingChunkError,
     open_dataset,
 )
-from cryoengine.store.observed_set import ObservedParticles
 from cryoengine.store.writer import write_class_group, write_manifest, write_observed_dataset
 
 __all__ = [

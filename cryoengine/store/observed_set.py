@@ -74,7 +74,9 @@ class ObservedParticles:
                 )
         self.label = np.asarray(self.label, dtype=str)
         if self.label.shape != (len(self),):
-            raise ValueError(f"ObservedParticles.label must have shape ({len(self)},), got {self.label.shape}")
+            raise ValueError(
+                f"ObservedParticles.label must have shape ({len(self)},), got {self.label.shape}"
+            )
         try:
             json.dumps(self.attrs, allow_nan=False)
         except (TypeError, ValueError) as error:
@@ -84,11 +86,11 @@ class ObservedParticles:
         return self.observed.shape[0]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The stored fields, name → array, in store order."""
+        """Return the stored fields, name → array, in store order."""
         return {name: getattr(self, name) for name in _DTYPES}
 
     def select(self, mask: np.ndarray) -> ObservedParticles:
-        """The particles where ``mask`` `(N,)` bool is True (same attrs)."""
+        """Return the particles where ``mask`` `(N,)` bool is True (same attrs)."""
         return ObservedParticles(
             **{name: value[mask] for name, value in self.arrays().items()},
             label=self.label[mask],
@@ -98,7 +100,8 @@ class ObservedParticles:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically as an uncompressed ``.npz``; return ``path``."""
         path = Path(path)
-        arrays = {**self.arrays(), "label": self.label, "attrs": np.array(json.dumps(self.attrs))}
+        arrays: dict[str, Any] = {**self.arrays(), "label": self.label}
+        arrays["attrs"] = np.array(json.dumps(self.attrs))
         with atomic_path(path) as tmp, tmp.open("wb") as file:
             np.savez(file, **arrays)
         return path

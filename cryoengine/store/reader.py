@@ -316,7 +316,9 @@ class Dataset:
         self._names = stored_arrays(self._version, self.content)
         observed = self.content == OBSERVED
         self._volumes = OBSERVED_VOLUMES if observed else tuple(n for n in VOLUMES if n in self._names)
-        self._small = OBSERVED_PER_PARTICLE if observed else tuple(n for n in PER_PARTICLE if n in self._names)
+        self._small = (
+            OBSERVED_PER_PARTICLE if observed else tuple(n for n in PER_PARTICLE if n in self._names)
+        )
         present = _list_class_ids(self.path)
         if self._version >= 2:
             self.class_labels: tuple[str, ...] = tuple(self.attrs["class_labels"])
@@ -386,7 +388,7 @@ class Dataset:
 
     @property
     def observed(self) -> bool:
-        """Whether the dataset holds a user's observed particles (``content: observed``), not simulated ones."""
+        """Whether the dataset holds a user's particles (``content: observed``), not simulated ones."""
         return self.content == OBSERVED
 
     @property
@@ -522,7 +524,7 @@ class Dataset:
             if unknown:
                 raise ValueError(f"arrays {unknown} are not volumes of this dataset; choose from {volumes}")
             volumes = tuple(name for name in volumes if name in arrays)
-        small = self.per_particle_arrays(class_id)
+        small: dict[str, Any] = dict(self.per_particle_arrays(class_id))
         offset = int(self._starts[self.classes.index(class_id)])
         return Block(
             class_id=class_id,
@@ -531,8 +533,13 @@ class Dataset:
             indices=range(offset + start, offset + stop),
             **{name: self._read(class_id, name, slice(start, stop)) for name in volumes},
             **{name: small[name][start:stop].copy() for name in small},
-            **({"snr": np.zeros((stop - start, 0), np.float32), "defocus_um": None} if self.observed else {}),
+            **(self._no_simulation(stop - start) if self.observed else {}),
         )
+
+    @staticmethod
+    def _no_simulation(n: int) -> dict[str, Any]:
+        """Return the simulated-only fields of a block of `n` observed particles: no SNR, no defocus."""
+        return {"snr": np.zeros((n, 0), np.float32), "defocus_um": None}
 
     def iter_shards(self, class_id: str | None = None) -> Iterator[Block]:
         """Yield the dataset (or one class) shard by shard, in index order: the fast sequential read.
@@ -723,8 +730,8 @@ def _read_root_attrs(root: Path) -> dict[str, Any]:
     if attrs.get("content", SIMULATED) != (OBSERVED if observed else SIMULATED):
         raise DatasetFormatError(
             f"{root} has content {attrs.get('content', SIMULATED)!r} at format_version "
-            f"{attrs['format_version']}; version {OBSERVED_FORMAT_VERSION} holds {OBSERVED!r} particles only, "
-            f"versions 1-2 {SIMULATED!r} ones"
+            f"{attrs['format_version']}; version {OBSERVED_FORMAT_VERSION} holds {OBSERVED!r} particles "
+            f"only, versions 1-2 {SIMULATED!r} ones"
         )
     if not (root / "classes" / "zarr.json").is_file():
         raise DatasetFormatError(f"{root} has no classes/ group")

@@ -319,7 +319,7 @@ def write_observed_dataset(
             )
     if root.exists() and not (root / "zarr.json").is_file():
         raise ValueError(f"{root} exists and is not a cryoengine dataset; remove it or choose another path")
-    shared = {"voxel_size_A": voxel, "box": box, "snr_levels": [], "noise_realisations": 0}
+    shared: dict[str, Any] = {"voxel_size_A": voxel, "box": box, "snr_levels": [], "noise_realisations": 0}
     manifest = {
         class_id: {"name": class_id, "count": len(particles)} for class_id, particles in classes.items()
     }
