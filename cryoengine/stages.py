@@ -669,13 +669,15 @@ def import_particles(settings: ImportSettings, out_path: str | Path | None = Non
         names = import_tomogram_names(settings)
     except (ParticleTableError, ValueError) as error:
         raise ParticleImportError(str(error)) from None
-    with tempfile.TemporaryDirectory(prefix="cryoengine-import-") as scratch:
-        parts = [
-            import_tomogram_particles(settings, name, Path(scratch) / f"{index}.npz")
-            for index, name in enumerate(
-                tqdm(names, desc="importing tomograms", unit="tomogram", file=sys.stderr)
-            )
-        ]
+    with (
+        tempfile.TemporaryDirectory(prefix="cryoengine-import-") as scratch,
+        tqdm(total=len(names), desc="importing tomograms", unit="tomogram", file=sys.stderr) as bar,
+    ):
+        parts = []
+        for index, name in enumerate(names):
+            parts.append(import_tomogram_particles(settings, name, Path(scratch) / f"{index}.npz"))
+            bar.update()
+        bar.close()  # before any error message, which then starts a line of its own
         return merge_imported(settings, parts, out_path)
 
 
