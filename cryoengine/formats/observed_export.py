@@ -186,7 +186,12 @@ def write_copick_results(
 
 
 def write_average_maps(
-    average_zyx: np.ndarray, voxel_size_A: float, source_pixel_size_A: float, stem: str | os.PathLike[str]
+    average_zyx: np.ndarray,
+    voxel_size_A: float,
+    source_pixel_size_A: float,
+    stem: str | os.PathLike[str],
+    *,
+    invert_contrast: bool = False,
 ) -> tuple[Path, Path]:
     """Write a class average at the dataset's voxel and at the source pixel size (module docstring).
 
@@ -200,19 +205,22 @@ def write_average_maps(
         The user's tomogram voxel (Å).
     stem
         Output path without suffix: ``<stem>_<voxel>A.mrc`` for each.
+    invert_contrast
+        Multiply by −1 (protein-dark averages of the boxes written protein bright, as maps are shared).
 
     Returns
     -------
     tuple of Path
         At the dataset's voxel, at the source pixel size.
     """
-    average = np.asarray(average_zyx, dtype=np.float32)
+    average = np.asarray(average_zyx, dtype=np.float32) * (-1 if invert_contrast else 1)
     if average.ndim != 3 or len(set(average.shape)) != 1:
         raise ValueError(f"average_zyx must be a cube (D, D, D), got shape {average.shape}")
     d = average.shape[0]
     m = max(1, round(d * voxel_size_A / source_pixel_size_A))
     source_voxel = voxel_size_A * d / m
     resampled = fourier_resample_volume(average, (m, m, m), fixed="centre")
+    Path(stem).parent.mkdir(parents=True, exist_ok=True)
     model_path = write_volume(f"{stem}_{voxel_size_A:.3f}A.mrc", average, voxel_size_A)
     source_path = write_volume(f"{stem}_{source_voxel:.3f}A.mrc", resampled, source_voxel)
     return model_path, source_path
