@@ -12,12 +12,14 @@ Poses
 Averages
     Written at the dataset's (effective) voxel, and Fourier-resampled
     (:mod:`cryoengine.physics.fourier_rescale`) to the source tomograms' pixel size over the same field of
-    view; each header holds the voxel of that file (the integer box makes it the nearest attainable to the
-    source pixel size).
+    view (a box of ``⌈D · voxel / pixel⌉`` voxels, through the box pair of
+    :func:`~cryoengine.physics.fourier_rescale.plan_box_rescale`, so within 0.2 % of the source pixel); each
+    header holds the voxel of that file.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +30,7 @@ import pandas as pd
 from cryoengine.formats.copick_layout import CopickProject, write_copick_picks
 from cryoengine.formats.mrc import write_volume
 from cryoengine.formats.particle_tables import TABLE_COLUMNS, ParticleTable, write_relion5_particles
-from cryoengine.physics.fourier_rescale import fourier_resample_volume
+from cryoengine.physics.fourier_rescale import fourier_resample_volume, plan_box_rescale
 from cryoengine.store.reader import Dataset
 
 __all__ = [
@@ -217,9 +219,23 @@ def write_average_maps(
     if average.ndim != 3 or len(set(average.shape)) != 1:
         raise ValueError(f"average_zyx must be a cube (D, D, D), got shape {average.shape}")
     d = average.shape[0]
-    m = max(1, round(d * voxel_size_A / source_pixel_size_A))
-    source_voxel = voxel_size_A * d / m
-    resampled = fourier_resample_volume(average, (m, m, m), fixed="centre")
+    # A box of the same field of view at the source pixel, through a pair of box sizes that rescales
+    # within the import's tolerance: the average is zero-padded (or cropped) about its centre to
+    # plan.source_box, Fourier-resampled to plan.resampled_box and cropped to the target box.
+    target_box = math.ceil(d * voxel_size_A / source_pixel_size_A)
+    plan = plan_box_rescale(voxel_size_A, source_pixel_size_A, target_box, margin_vox=0)
+    n = plan.source_box
+    padded = np.zeros((n, n, n), np.float32)
+    inner = min(n, d)
+    low_out, low_in = n // 2 - inner // 2, d // 2 - inner // 2
+    padded[low_out : low_out + inner, low_out : low_out + inner, low_out : low_out + inner] = average[
+        low_in : low_in + inner, low_in : low_in + inner, low_in : low_in + inner
+    ]
+    m = plan.resampled_box
+    resampled = fourier_resample_volume(padded, (m, m, m), fixed="centre")
+    start = m // 2 - target_box // 2
+    resampled = resampled[start : start + target_box, start : start + target_box, start : start + target_box]
+    source_voxel = plan.effective_voxel_size_A
     Path(stem).parent.mkdir(parents=True, exist_ok=True)
     model_path = write_volume(f"{stem}_{voxel_size_A:.3f}A.mrc", average, voxel_size_A)
     source_path = write_volume(f"{stem}_{source_voxel:.3f}A.mrc", resampled, source_voxel)

@@ -1,0 +1,123 @@
+"""python -m aptvit.predict on an imported user project: STAR, copick picks and averages back out.
+
+The project is the README's (:func:`examples.make_user_project.make_user_project`), imported from copick so
+every output is written. The checkpoint holds a seeded, untrained narrow encoder: the clustering needs only
+features, and the averages and poses come from classical alignment.
+"""
+
+from __future__ import annotations
+
+import json
+
+import mrcfile
+import numpy as np
+import pytest
+import starfile
+import torch
+
+from aptvit.models.registry import create_encoder
+from aptvit.predict import main as predict
+from cryoengine.cli import main as cryoengine
+from cryoengine.formats.copick_layout import CopickProject
+from cryoengine.physics.resampling import rotate_volume
+from cryoengine.store import open_dataset
+from examples.make_user_project import BOX, USER_VOXEL_A, make_user_project
+
+RELION5_COLUMNS = {
+    "rlnTomoName",
+    "rlnCenteredCoordinateXAngst",
+    "rlnCenteredCoordinateYAngst",
+    "rlnCenteredCoordinateZAngst",
+    "rlnAngleRot",
+    "rlnAngleTilt",
+    "rlnAnglePsi",
+    "rlnOpticsGroup",
+    "rlnClassNumber",
+    "rlnMaxValueProbDistribution",
+}
+
+
+def _checkpoint(path, box=BOX, voxel_size_A=10.0):
+    overrides = {"embed_dim": 48, "depth": 2, "num_heads": 2}
+    torch.manual_seed(0)
+    encoder = create_encoder("aptvit_nano_p8", **overrides)
+    record = {"encoder": {"name": "aptvit_nano_p8", "overrides": overrides}, "box": box}
+    torch.save(
+        {
+            "aptvit": {**record, "voxel_size_A": voxel_size_A},
+            "state_dict": {f"moco.encoder.{k}": v for k, v in encoder.state_dict().items()},
+        },
+        path,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    work = tmp_path_factory.mktemp("predict")
+    project = make_user_project(work / "project", particles=6)
+    dataset = work / "particles.zarr"
+    argv = [str(project.copick_config), "--format", "copick", "--copick-object", "blobs"]
+    assert cryoengine(["import-particles", *argv, "--copick-voxel-spacing", "7.84", "-o", str(dataset)]) == 0
+    checkpoint = _checkpoint(work / "model.ckpt")
+    out = work / "results"
+    assert predict(["--checkpoint", str(checkpoint), "--dataset", str(dataset), "-o", str(out)]) == 0
+    return project, dataset, checkpoint, out
+
+
+def _correlation(a, b):
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
+def test_star_has_relion5_columns_and_the_original_coordinates(imported):
+    project, dataset, _, out = imported
+    star = starfile.read(out / "particles.star", always_dict=True)
+    particles, optics = star["particles"], star["optics"]
+    assert RELION5_COLUMNS <= set(particles.columns)
+    assert float(optics["rlnTomoTiltSeriesPixelSize"].iloc[0]) == pytest.approx(USER_VOXEL_A)
+    assert set(particles["rlnClassNumber"]) == {1}
+    assert np.all(
+        (particles["rlnMaxValueProbDistribution"] > 0) & (particles["rlnMaxValueProbDistribution"] <= 1)
+    )
+    # The refined centres stay within a couple of voxels of the picked ones (980 Å tomogram, centred Å).
+    truth_xyz = project.placements.centre_zyx_vox[:, ::-1] * 10.0 - 490.0
+    centred = particles[[f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"]].to_numpy()
+    assert np.abs(centred - truth_xyz).max() < 25.0
+    pixels = particles[[f"rlnCoordinate{a}" for a in "XYZ"]].to_numpy()
+    np.testing.assert_allclose(pixels * USER_VOXEL_A, centred + 490.0, atol=1e-3)
+
+
+def test_averages_have_their_voxel_and_look_like_the_map(imported):
+    project, _, _, out = imported
+    results = json.loads((out / "predictions.json").read_text())
+    model_path, source_path = results["classes"]["1"]["averages"]
+    with mrcfile.open(model_path) as mrc:
+        average, model_voxel = mrc.data.copy(), float(mrc.voxel_size.x)
+    with mrcfile.open(source_path) as mrc:
+        source_shape, source_voxel = mrc.data.shape, float(mrc.voxel_size.x)
+    assert model_voxel == pytest.approx(9.996, abs=1e-3) and average.shape == (BOX,) * 3
+    assert source_voxel == pytest.approx(USER_VOXEL_A, rel=2e-3) and source_shape == (41,) * 3
+    anchor = results["classes"]["1"]["anchor_index"]
+    reference = np.zeros((BOX,) * 3)
+    reference[4:28, 4:28, 4:28] = project.reference
+    expected = rotate_volume(reference, project.placements.rotation[anchor])
+    assert _correlation(average, expected) > 0.3
+
+
+def test_copick_picks_per_class(imported):
+    project, _, _, out = imported
+    table = CopickProject(project.copick_config).read_picks("blobs", user_id="aptvit", session_id="class1")
+    assert len(table.particles) == 6
+    assert json.loads((out / "predictions.json").read_text())["copick_picks"]
+
+
+def test_checkpoint_mismatch_is_one_clear_line(imported, tmp_path, capsys):
+    _, dataset, _, _ = imported
+    for box, voxel, message in ((24, 10.0, "trained on box 24"), (BOX, 7.84, "trained at 7.84 Å/voxel")):
+        checkpoint = _checkpoint(tmp_path / f"{box}_{voxel}.ckpt", box=box, voxel_size_A=voxel)
+        argv = ["--checkpoint", str(checkpoint), "--dataset", str(dataset), "-o", str(tmp_path / "out")]
+        assert predict(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("aptvit.predict: error:") and message in err[0]
+    assert open_dataset(dataset).voxel_size_A == pytest.approx(9.996, abs=1e-3)  # within 0.2 % of 10 Å
