@@ -5,7 +5,8 @@ Wiring only. ``DS`` is an observed dataset (``python -m cryoengine import-partic
 embeddings gives ``--classes`` clusters with a confidence each
 (:func:`aptvit.tasks.classify.kmeans_with_confidence`), and each cluster is averaged without a reference,
 which gives every particle's pose against its class average (:func:`aptvit.tasks.average.average_clusters`,
-classical exhaustive alignment with cheap defaults). Written to ``DIR``
+classical exhaustive alignment with cheap defaults, missing-wedge compensated when ``--tilt-range`` gives
+the tilt range, which an import does not know). Written to ``DIR``
 (:mod:`cryoengine.formats.observed_export`):
 
 ``particles.star``
@@ -44,6 +45,7 @@ from aptvit.checkpoint import CheckpointError, load_encoder, require_compatible
 from aptvit.tasks.average import average_clusters
 from aptvit.tasks.classify import kmeans_with_confidence
 from aptvit.tasks.embed import embed_dataset
+from aptvit.tasks.wedge import MissingWedge
 from cryoengine.formats.observed_export import write_average_maps, write_copick_results, write_star_results
 from cryoengine.formats.provenance import provenance
 from cryoengine.store import open_dataset
@@ -64,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", required=True, type=Path, help="observed dataset (import-particles)")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output directory")
     parser.add_argument("--classes", type=int, default=1, help="clusters to form (default 1)")
+    parser.add_argument(
+        "--tilt-range",
+        nargs=2,
+        type=float,
+        metavar=("MIN", "MAX"),
+        help="tilt range of the tomograms (°), e.g. -60 60: the alignment compensates the missing wedge",
+    )
     parser.add_argument("--global-step-deg", type=float, default=20.0, help="initial alignment grid (°)")
     parser.add_argument("--rounds", type=int, default=1, help="refinement rounds of each average")
     parser.add_argument("--batch-size", type=int, default=64, help="subtomograms per forward pass")
@@ -90,6 +99,7 @@ def _run(args: argparse.Namespace) -> dict:
         clusters.assignment,
         voxel_size_A=dataset.voxel_size_A,
         anchor_scores=clusters.confidence,
+        wedge=None if args.tilt_range is None else MissingWedge(*args.tilt_range),
         global_step_deg=args.global_step_deg,
         n_rounds=args.rounds,
         seed=args.seed,
