@@ -9,9 +9,13 @@ origins, as :mod:`cryoengine.formats.relion_export` writes them) and as copick p
 object ``blobs``, run ``TS_01``, voxel spacing 7.84, type ``wbp``). The round-trip test builds its data with
 :func:`make_user_project` too.
 
+With ``--checkpoint``, it also writes a stand-in model: a seeded, UNTRAINED ``aptvit_nano_p8`` encoder
+(32³ boxes at 10 Å) in the checkpoint format of ``python -m aptvit.fit``, so ``python -m aptvit.predict``
+runs offline; use a pre-trained checkpoint for real work.
+
 Usage::
 
-    python examples/make_user_project.py DIRECTORY [--particles 5]
+    python examples/make_user_project.py DIRECTORY [--particles 5] [--checkpoint model.ckpt]
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import starfile
+import torch
 
+from aptvit.models.registry import create_encoder
 from cryoengine.formats.copick_layout import write_copick_config, write_copick_picks, write_copick_tomogram
 from cryoengine.formats.mrc import write_volume
 from cryoengine.physics.ctf import CtfParameters
@@ -153,6 +159,37 @@ def make_user_project(directory: str | Path, *, particles: int = 5, seed: int = 
     return UserProject(reference, placements, tomogram, specimen, mrc_path, star_path, config)
 
 
+def write_untrained_checkpoint(
+    path: str | Path, *, box: int = BOX, voxel_size_A: float = VOXEL_A, seed: int = 0
+) -> Path:
+    """Write a seeded, untrained narrow ``aptvit_nano_p8`` as an ``aptvit.fit`` checkpoint (a stand-in).
+
+    Parameters
+    ----------
+    path
+        Output ``.ckpt``.
+    box, voxel_size_A
+        The data it claims to have been trained on (checked by ``aptvit.predict``).
+    seed
+        Seed of the weights.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    overrides = {"embed_dim": 48, "depth": 2, "num_heads": 2}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = create_encoder("aptvit_nano_p8", **overrides)
+    record = {"encoder": {"name": "aptvit_nano_p8", "overrides": overrides}, "box": box}
+    state = {f"moco.encoder.{key}": value for key, value in encoder.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"aptvit": {**record, "voxel_size_A": voxel_size_A}, "state_dict": state}, path)
+    return path
+
+
 def main() -> None:
     """Command line: write the project into DIRECTORY and list the files."""
     parser = argparse.ArgumentParser(
@@ -160,12 +197,15 @@ def main() -> None:
     )
     parser.add_argument("directory", type=Path)
     parser.add_argument("--particles", type=int, default=5)
+    parser.add_argument("--checkpoint", type=Path, help="also write an untrained stand-in checkpoint here")
     args = parser.parse_args()
     project = make_user_project(args.directory, particles=args.particles)
     for path in (project.mrc_path, project.star_path, project.copick_config):
         print(path)
     write_volume(args.directory / "reference_10A.mrc", project.reference.astype(np.float32), VOXEL_A)
     print(args.directory / "reference_10A.mrc")
+    if args.checkpoint is not None:
+        print(write_untrained_checkpoint(args.checkpoint))
 
 
 if __name__ == "__main__":

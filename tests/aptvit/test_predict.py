@@ -13,16 +13,14 @@ import mrcfile
 import numpy as np
 import pytest
 import starfile
-import torch
 
-from aptvit.models.registry import create_encoder
 from aptvit.predict import main as predict
 from cryoengine.cli import main as cryoengine
 from cryoengine.formats.copick_layout import CopickProject
 from cryoengine.physics.resampling import rotate_volume
 from cryoengine.physics.rotation import relion_euler_deg_to_rotation
 from cryoengine.store import open_dataset
-from examples.make_user_project import BOX, USER_VOXEL_A, make_user_project
+from examples.make_user_project import BOX, USER_VOXEL_A, make_user_project, write_untrained_checkpoint
 
 RELION5_COLUMNS = {
     "rlnTomoName",
@@ -38,21 +36,6 @@ RELION5_COLUMNS = {
 }
 
 
-def _checkpoint(path, box=BOX, voxel_size_A=10.0):
-    overrides = {"embed_dim": 48, "depth": 2, "num_heads": 2}
-    torch.manual_seed(0)
-    encoder = create_encoder("aptvit_nano_p8", **overrides)
-    record = {"encoder": {"name": "aptvit_nano_p8", "overrides": overrides}, "box": box}
-    torch.save(
-        {
-            "aptvit": {**record, "voxel_size_A": voxel_size_A},
-            "state_dict": {f"moco.encoder.{k}": v for k, v in encoder.state_dict().items()},
-        },
-        path,
-    )
-    return path
-
-
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
     work = tmp_path_factory.mktemp("predict")
@@ -60,7 +43,7 @@ def imported(tmp_path_factory):
     dataset = work / "particles.zarr"
     argv = [str(project.copick_config), "--format", "copick", "--copick-object", "blobs"]
     assert cryoengine(["import-particles", *argv, "--copick-voxel-spacing", "7.84", "-o", str(dataset)]) == 0
-    checkpoint = _checkpoint(work / "model.ckpt")
+    checkpoint = write_untrained_checkpoint(work / "model.ckpt")
     out = work / "results"
     argv = ["--checkpoint", str(checkpoint), "--dataset", str(dataset), "-o", str(out)]
     assert predict([*argv, "--tilt-range", "-60", "60"]) == 0
@@ -117,7 +100,7 @@ def test_copick_picks_per_class(imported):
 def test_checkpoint_mismatch_is_one_clear_line(imported, tmp_path, capsys):
     _, dataset, _, _ = imported
     for box, voxel, message in ((24, 10.0, "trained on box 24"), (BOX, 7.84, "trained at 7.84 Å/voxel")):
-        checkpoint = _checkpoint(tmp_path / f"{box}_{voxel}.ckpt", box=box, voxel_size_A=voxel)
+        checkpoint = write_untrained_checkpoint(tmp_path / f"{box}_{voxel}.ckpt", box=box, voxel_size_A=voxel)
         argv = ["--checkpoint", str(checkpoint), "--dataset", str(dataset), "-o", str(tmp_path / "out")]
         assert predict(argv) == 1
         err = capsys.readouterr().err.strip().splitlines()
