@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import starfile
 from tqdm import tqdm
 
 from cryoengine.config import EngineConfig, FileSource, ImportSettings, MapSource, PdbSource, PhantomSource
@@ -32,6 +31,7 @@ from cryoengine.formats.particle_tables import (
     TomogramGeometry,
     read_csv_particles,
     read_relion5_particles,
+    read_relion_tomogram_files,
     read_relion_tomograms,
     read_tomogram_names,
     read_warp_particles,
@@ -734,12 +734,10 @@ def _star_tomograms(settings: ImportSettings) -> dict[str, dict[str, Any]]:
     star = _tomograms_star(settings)
     if star is None:
         return {}
-    entries: dict[str, dict[str, Any]] = dict(read_relion_tomograms(star))
-    blocks = starfile.read(star, always_dict=True)
-    for block in blocks.values():
-        if isinstance(block, pd.DataFrame) and {"rlnTomoName", "rlnTomoReconstructedTomogram"} <= set(block):
-            for name, file in zip(block["rlnTomoName"], block["rlnTomoReconstructedTomogram"], strict=True):
-                entries.setdefault(str(name), {})["file"] = str(file)
+    rows = read_relion_tomograms(star)
+    entries: dict[str, dict[str, Any]] = {name: dict(row) for name, row in rows.items()}
+    for name, file in read_relion_tomogram_files(star).items():
+        entries.setdefault(name, {})["file"] = file
     return entries
 
 

@@ -71,6 +71,7 @@ __all__ = [
     "read_csv_particles",
     "read_tomogram_names",
     "read_relion5_particles",
+    "read_relion_tomogram_files",
     "read_relion_tomograms",
     "read_warp_particles",
     "write_relion5_particles",
@@ -211,6 +212,21 @@ def read_relion_tomograms(path: str | os.PathLike[str]) -> dict[str, dict[str, f
             "size_x_A": sizes[2],
         }
     return out
+
+
+def read_relion_tomogram_files(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read a RELION 5 tomograms STAR's reconstructions: name → ``rlnTomoReconstructedTomogram`` (as written).
+
+    Tomograms without that column (or an empty entry) are left out.
+    """
+    table = _star_block(path, ("global",), "rlnTomoName")
+    if "rlnTomoReconstructedTomogram" not in table:
+        return {}
+    return {
+        str(name): str(file)
+        for name, file in zip(table["rlnTomoName"], table["rlnTomoReconstructedTomogram"], strict=True)
+        if str(file)
+    }
 
 
 def read_tomogram_names(

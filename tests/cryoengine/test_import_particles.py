@@ -63,6 +63,23 @@ def test_relion5_star_import(project, tmp_path, capsys):
     assert str(out) in capsys.readouterr().out
 
 
+def test_relion5_tomograms_star(project, tmp_path, capsys):
+    star = tmp_path / "tomograms.star"
+    tomograms = {
+        "rlnTomoName": ["TS_01"],
+        "rlnTomoTiltSeriesPixelSize": [7.84],
+        **{f"rlnTomoSize{a}": [125] for a in "XYZ"},
+        "rlnTomoReconstructedTomogram": [str(project.mrc_path)],
+    }
+    starfile.write({"global": pd.DataFrame(tomograms)}, star)
+    out = tmp_path / "particles.zarr"
+    argv = [str(project.star_path), "--format", "relion5", "--tomograms", str(star), "-o", str(out)]
+    assert main(["import-particles", *argv]) == 0
+    _check_dataset(out, project)
+    starfile.write({"global": pd.DataFrame({**tomograms, "rlnTomoName": ["TS_02"]})}, star, overwrite=True)
+    _run_bad(tmp_path, capsys, argv[:5], ["particles.star", "'TS_01'", "rlnTomoReconstructedTomogram"])
+
+
 def test_copick_import(project, tmp_path):
     out = tmp_path / "copick.zarr"
     argv = [str(project.copick_config), "--format", "copick", "--copick-object", "blobs"]
