@@ -8,6 +8,7 @@ features, and the averages and poses come from classical alignment.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mrcfile
 import numpy as np
@@ -120,3 +121,15 @@ def test_poses_against_the_average_match_the_truth(imported):
     cosine = (np.trace(np.swapaxes(estimated, 1, 2) @ relative, axis1=1, axis2=2) - 1) / 2
     error_deg = np.degrees(np.arccos(np.clip(cosine, -1, 1)))
     assert error_deg.max() < 15.0  # 1.9-5.8° measured with the ±60° wedge compensated
+
+
+def test_two_classes_give_two_averages_and_picks_sets(imported, tmp_path):
+    project, dataset, checkpoint, _ = imported
+    out = tmp_path / "two"
+    argv = ["--checkpoint", str(checkpoint), "--dataset", str(dataset), "-o", str(out), "--classes", "2"]
+    assert predict([*argv, "--global-step-deg", "30", "--rounds", "0"]) == 0
+    star = starfile.read(out / "particles.star", always_dict=True)["particles"]
+    assert set(star["rlnClassNumber"]) == {1, 2}
+    assert len(list((out / "averages").glob("class*_*.mrc"))) == 4
+    picks = json.loads((out / "predictions.json").read_text())["copick_picks"]
+    assert {json.loads(Path(p).read_text())["session_id"] for p in picks} == {"class1", "class2"}
