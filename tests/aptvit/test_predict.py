@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import starfile
 
+from aptvit.data import SubtomogramDataModule
 from aptvit.predict import main as predict
 from cryoengine.cli import main as cryoengine
 from cryoengine.formats.copick_layout import CopickProject
@@ -133,3 +134,10 @@ def test_two_classes_give_two_averages_and_picks_sets(imported, tmp_path):
     assert len(list((out / "averages").glob("class*_*.mrc"))) == 4
     picks = json.loads((out / "predictions.json").read_text())["copick_picks"]
     assert {json.loads(Path(p).read_text())["session_id"] for p in picks} == {"class1", "class2"}
+
+
+def test_pretraining_refuses_an_observed_dataset(imported):
+    _, dataset, _, _ = imported
+    data = SubtomogramDataModule([str(dataset)], batch_size=2, num_workers=0)
+    with pytest.raises(ValueError, match="holds observed particles"):
+        data.setup("fit")
