@@ -53,8 +53,8 @@ $(DEMO_REPORT): $(DEMO_CKPT) $(DEMO_PLAIN)
 		--cnn-epochs 5 --align-pairs 2 --exhaustive-step-deg 20 --average-particles 32
 
 test: $(STAMP)
-	$(BIN)/ruff check cryoengine aptvit tests benchmarks workflow/scripts
-	$(BIN)/ruff format --check cryoengine aptvit tests benchmarks workflow/scripts
+	$(BIN)/ruff check cryoengine aptvit tests benchmarks examples workflow/scripts
+	$(BIN)/ruff format --check cryoengine aptvit tests benchmarks examples workflow/scripts
 	$(BIN)/snakefmt --check workflow
 	$(BIN)/snakemake --snakefile workflow/Snakefile --directory .test --lint
 	$(BIN)/mypy
@@ -65,8 +65,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not gpu and not slow" tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check cryoengine aptvit tests benchmarks workflow/scripts
-	$(BIN)/ruff format --check cryoengine aptvit tests benchmarks workflow/scripts
+	$(BIN)/ruff check cryoengine aptvit tests benchmarks examples workflow/scripts
+	$(BIN)/ruff format --check cryoengine aptvit tests benchmarks examples workflow/scripts
 	$(BIN)/mypy
 
 FORCE:

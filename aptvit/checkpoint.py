@@ -94,11 +94,19 @@ def load_encoder(
 
 
 def require_compatible(
-    path: str | os.PathLike[str], box: int, voxel_size_A: float, source: str = "the data"
+    path: str | os.PathLike[str],
+    box: int,
+    voxel_size_A: float,
+    source: str = "the data",
+    *,
+    rel_tolerance: float = 1e-3,
 ) -> None:
-    """Raise :class:`CheckpointError`, naming the checkpoint and ``source``, if box or voxel size differ."""
+    """Raise :class:`CheckpointError`, naming the checkpoint and ``source``, if box or voxel size differ.
+
+    The voxel sizes may differ by ``rel_tolerance`` (relative to the checkpoint's); the box must be equal.
+    """
     path = Path(path)
-    _check_data(path, checkpoint_record(path), box, voxel_size_A, source)
+    _check_data(path, checkpoint_record(path), box, voxel_size_A, source, rel_tolerance)
 
 
 def untrained_encoder(
@@ -154,7 +162,12 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _check_data(
-    path: Path, record: dict[str, Any], box: int | None, voxel_size_A: float | None, source: str = "the data"
+    path: Path,
+    record: dict[str, Any],
+    box: int | None,
+    voxel_size_A: float | None,
+    source: str = "the data",
+    rel_tolerance: float = 1e-3,
 ) -> None:
     trained_box, trained_voxel = record.get("box"), record.get("voxel_size_A")
     if box is not None and trained_box is not None and int(box) != int(trained_box):
@@ -162,10 +175,11 @@ def _check_data(
     if (
         voxel_size_A is not None
         and trained_voxel is not None
-        and abs(voxel_size_A - trained_voxel) > 1e-3 * trained_voxel
+        and abs(voxel_size_A - trained_voxel) > rel_tolerance * trained_voxel
     ):
         raise CheckpointError(
-            f"{path} was trained at {trained_voxel} Å/voxel, {source} has {voxel_size_A} Å/voxel"
+            f"{path} was trained at {trained_voxel} Å/voxel, {source} has {voxel_size_A} Å/voxel "
+            f"(more than {rel_tolerance:.1%} apart)"
         )
 
 

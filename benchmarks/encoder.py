@@ -91,16 +91,23 @@ def matmul_flop_rate(device: torch.device, dtype: torch.dtype, size: int = 8192)
     return 2 * size**3 / seconds
 
 
-SELECTORS = ("fixed", "norm", "steerable")
+# Row label -> (phase_selector, scorer_kwargs): the steerable scorer also with its noise-robust centring term.
+SELECTORS = {
+    "fixed": ("fixed", None),
+    "norm": ("norm", None),
+    "steerable": ("steerable", None),
+    "steerable_centring": ("steerable", {"centring_weight": 1.0}),
+}
 SCORE_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def benchmark_variant(
-    name: str, phase_selector: str, args: argparse.Namespace, device: torch.device
+    name: str, selector: str, args: argparse.Namespace, device: torch.device
 ) -> dict[str, float]:
-    """Measure one variant with one selector; returns a row of figures."""
+    """Measure one variant with one selector (a key of ``SELECTORS``); returns a row of figures."""
     torch.manual_seed(0)
-    model: APTViT = create_encoder(name, phase_selector=phase_selector)
+    phase_selector, scorer_kwargs = SELECTORS[selector]
+    model: APTViT = create_encoder(name, phase_selector=phase_selector, scorer_kwargs=scorer_kwargs)
     # Batches the CPU can time in minutes: the p = 4 transformers cost ~10x the p = 8 ones per sample.
     batch_size = args.batch_size or (8 if model.patch_size < 8 else 32)
     shape = (batch_size, 1, args.box, args.box, args.box)
@@ -179,16 +186,17 @@ def shift_consistency(patch_size: int, dtype: torch.dtype, num_volumes: int, box
     return (picked_shifted == (picked + shifts) % patch_size).all(dim=1).float().mean().item()
 
 
-def selection_agreement(
-    phase_selector: str, patch_size: int, snr: float, num_volumes: int, box: int
-) -> float:
+def selection_agreement(selector: str, patch_size: int, snr: float, num_volumes: int, box: int) -> float:
     """Share of synthetic particles whose clean and noisy views pick the same phase (argmax, untrained).
 
     Clean views are white noise low-passed by a Gaussian of 2 voxels (unit variance), noisy views add
     white noise of variance ``1 / snr``; chance is ``1 / p³``.
     """
     torch.manual_seed(2)
-    encoder = create_encoder("aptvit_nano_p8", patch_size=patch_size, phase_selector=phase_selector)
+    phase_selector, scorer_kwargs = SELECTORS[selector]
+    encoder = create_encoder(
+        "aptvit_nano_p8", patch_size=patch_size, phase_selector=phase_selector, scorer_kwargs=scorer_kwargs
+    )
     sampler = encoder.phase_sampler
     frequencies = torch.stack(
         torch.meshgrid(torch.fft.fftfreq(box), torch.fft.fftfreq(box), torch.fft.rfftfreq(box), indexing="ij")
@@ -208,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--variants", nargs="+", default=list_encoders(), choices=list_encoders())
-    parser.add_argument("--selectors", nargs="+", default=list(SELECTORS), choices=SELECTORS)
+    parser.add_argument("--selectors", nargs="+", default=list(SELECTORS), choices=list(SELECTORS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--dtype", default=None, choices=["fp32", "bf16"], help="default: bf16 on CUDA, else fp32"
@@ -277,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         print("| patch size | selector | chance | SNR 10 | SNR 1 | SNR 0.1 |")
         print("|---:|---|---:|---:|---:|---:|")
         for patch_size in (4, 8):
-            for phase_selector in ("norm", "steerable"):
+            for phase_selector in ("norm", "steerable", "steerable_centring"):
                 shares = [
                     selection_agreement(phase_selector, patch_size, snr, args.agreement, args.box)
                     for snr in (10.0, 1.0, 0.1)

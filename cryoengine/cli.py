@@ -29,6 +29,13 @@ Summarise what a workflow run produced::
 Print the JSON schema of ``config.yaml`` (what ``workflow/schemas/config.schema.json`` holds)::
 
     python -m cryoengine schema
+
+Import your own particles (RELION 5 / Warp STAR, CSV, copick) into an observed dataset at 10 Å, 32³::
+
+    python -m cryoengine import-particles particles.star --format relion5 --tomograms tomograms/ \
+        --voxel-size-A 10 --box 32 -o particles.zarr
+    python -m cryoengine import-particles copick.json --format copick --copick-object ribosome \
+        --copick-voxel-spacing 10 --copick-tomo-type wbp -o particles.zarr
 """
 
 from __future__ import annotations
@@ -144,6 +151,35 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_particles(args: argparse.Namespace) -> int:
+    from cryoengine import stages
+    from cryoengine.config import validate_import_settings
+
+    settings = validate_import_settings(
+        {
+            "inputs": args.inputs,
+            "format": args.format,
+            "tomograms": args.tomograms,
+            "voxel_size_A": args.voxel_size_A,
+            "box": args.box,
+            "output": args.output,
+            "edge": args.edge,
+            "invert_contrast": args.invert_contrast,
+            "label_column": args.label_column,
+            "csv_unit": args.csv_unit,
+            "pixel_size_A": args.pixel_size_A,
+            "copick_object": args.copick_object,
+            "copick_runs": args.copick_runs,
+            "copick_voxel_spacing_A": args.copick_voxel_spacing_A,
+            "copick_tomo_type": args.copick_tomo_type,
+            "shard_size": args.shard_size,
+        },
+        origin="command line",
+    )
+    print(stages.import_particles(settings))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cryoengine", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -209,6 +245,29 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="summarise a workflow's results directory")
     report.add_argument("results", type=Path, help="the workflow's results/ directory")
     report.set_defaults(func=_cmd_report)
+
+    imp = sub.add_parser(
+        "import-particles", help="your particles (RELION 5 / Warp STAR, CSV, copick) → an observed dataset"
+    )
+    imp.add_argument("inputs", nargs="+", type=Path, help="particle STAR/CSV files, or the copick config")
+    imp.add_argument("--format", required=True, choices=("relion5", "warp", "csv", "copick"))
+    imp.add_argument("--tomograms", type=Path, help="MRC tomograms directory, or RELION 5 tomograms STAR")
+    imp.add_argument("--voxel-size-A", dest="voxel_size_A", type=float, default=10.0, help="model voxel (Å)")
+    imp.add_argument("--box", type=int, default=32, help="box edge at the model voxel (voxels)")
+    imp.add_argument("-o", "--output", type=Path, required=True, help="output dataset (.zarr)")
+    imp.add_argument("--edge", choices=("pad", "skip"), default="pad", help="boxes beyond the tomogram edge")
+    imp.add_argument("--invert-contrast", action="store_true", help="protein is bright in the tomograms")
+    imp.add_argument("--label-column", help="column whose values are the classes (default: one 'unlabelled')")
+    imp.add_argument("--csv-unit", choices=("pixel", "angstrom"), default="pixel", help="unit of CSV x, y, z")
+    imp.add_argument("--pixel-size-A", dest="pixel_size_A", type=float, help="pixel size if none in files")
+    imp.add_argument("--copick-object", help="copick: pickable object")
+    imp.add_argument("--copick-runs", nargs="+", help="copick: runs (default all)")
+    imp.add_argument(
+        "--copick-voxel-spacing", dest="copick_voxel_spacing_A", type=float, help="copick: voxel spacing (Å)"
+    )
+    imp.add_argument("--copick-tomo-type", default="wbp", help="copick: reconstruction type (default wbp)")
+    imp.add_argument("--shard-size", type=int, default=256, help="subtomograms per shard file")
+    imp.set_defaults(func=_cmd_import_particles)
 
     schema = sub.add_parser("schema", help="print the JSON schema of config.yaml")
     schema.set_defaults(func=_cmd_schema)

@@ -36,6 +36,7 @@ __all__ = [
     "ExportSettings",
     "FileSource",
     "IceSettings",
+    "ImportSettings",
     "MapSource",
     "MisalignmentSettings",
     "MotionBlurSettings",
@@ -52,6 +53,7 @@ __all__ = [
     "load_config",
     "read_config_yaml",
     "validate_config",
+    "validate_import_settings",
 ]
 
 
@@ -469,6 +471,66 @@ class PretrainSettings(_Model):
     )
 
 
+class ImportSettings(_Model):
+    """A user's particles → an observed dataset (``python -m cryoengine import-particles``, rule ``import``).
+
+    Every setting of the command line; the workflow's ``import_particles`` section (optional, not part of
+    ``all``: ``snakemake import_particles``).
+    """
+
+    inputs: list[Path] = Field(
+        min_length=1, description="Particle files (STAR or CSV), or the copick config JSON for format copick."
+    )
+    format: Literal["relion5", "warp", "csv", "copick"] = Field(description="Format of the inputs.")
+    tomograms: Path | None = Field(
+        None,
+        description=(
+            "Directory of the MRC tomograms (<name>.mrc / .rec, or WarpTools' <name>_<pixel>Apx.mrc), or a "
+            "RELION 5 tomograms STAR (rlnTomoReconstructedTomogram, sizes and pixel sizes); not for copick."
+        ),
+    )
+    voxel_size_A: float = Field(10.0, gt=0, le=100, description="Voxel of the model (Å).")
+    box: int = Field(32, ge=8, le=512, description="Box edge at the model's voxel (voxels).")
+    output: Path = Field(Path("results/imported.zarr"), description="The observed dataset written.")
+    edge: Literal["pad", "skip"] = Field(
+        "pad", description="Boxes reaching beyond the tomogram: padded and flagged, or skipped."
+    )
+    invert_contrast: bool = Field(False, description="Protein is bright in the tomograms: multiply by -1.")
+    label_column: str | None = Field(
+        None, description="Column whose values are the classes (one group each); None: one 'unlabelled'."
+    )
+    csv_unit: Literal["pixel", "angstrom"] = Field("pixel", description="Unit of the CSV's x, y, z.")
+    pixel_size_A: float | None = Field(
+        None, gt=0, description="Pixel size of pixel coordinates (and tomogram voxel) when no file gives one."
+    )
+    copick_object: str | None = Field(None, description="copick: the pickable object whose picks to read.")
+    copick_runs: list[str] | None = Field(None, description="copick: runs to read; None: all.")
+    copick_voxel_spacing_A: float | None = Field(
+        None, gt=0, description="copick: voxel spacing of the tomograms (Å)."
+    )
+    copick_tomo_type: str = Field("wbp", description="copick: reconstruction type of the tomograms.")
+    shard_size: int = Field(256, ge=1, le=100000, description="Subtomograms per shard file.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ImportSettings:
+        if self.format == "copick":
+            if len(self.inputs) != 1:
+                raise ValueError(f"format copick takes one input, the copick config; got {len(self.inputs)}")
+            if self.copick_object is None or self.copick_voxel_spacing_A is None:
+                raise ValueError("format copick needs copick_object and copick_voxel_spacing_A")
+        elif self.tomograms is None:
+            raise ValueError(f"format {self.format} needs tomograms (a directory of MRC files or a STAR)")
+        return self
+
+
+def validate_import_settings(data: dict[str, Any], origin: str = "<dict>") -> ImportSettings:
+    """Validate plain data into :class:`ImportSettings` (:class:`ConfigError` naming every bad key)."""
+    try:
+        return ImportSettings.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, origin).replace("\n", " ")) from None
+
+
 class _SourceBase(_Model):
     description: str = Field("", description="Free text: what this class is (kept in dataset metadata).")
 
@@ -555,6 +617,9 @@ class EngineConfig(_Model):
     dataset: DatasetSettings = Field(default_factory=DatasetSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     pretrain: PretrainSettings = Field(default_factory=PretrainSettings)
+    import_particles: ImportSettings | None = Field(
+        None, description="Optional: a user's particles imported by rule import_particles (not in all)."
+    )
     classes: dict[str, ClassSpec] = Field(
         min_length=1, description="Class id (letters, digits, _ . -) → where its structure comes from."
     )

@@ -8,24 +8,42 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
-from cryoengine.config import EngineConfig, FileSource, MapSource, PdbSource, PhantomSource
+from cryoengine.config import EngineConfig, FileSource, ImportSettings, MapSource, PdbSource, PhantomSource
 from cryoengine.formats.atomic_write import atomic_path
+from cryoengine.formats.copick_layout import CopickProject
 from cryoengine.formats.motif_list import write_motif_list
 from cryoengine.formats.mrc import read_volume, write_volume
+from cryoengine.formats.mrc_tomogram import TomogramFileError, mrc_tomogram_geometry, open_mrc_tomogram
+from cryoengine.formats.particle_tables import (
+    ParticleTable,
+    ParticleTableError,
+    TomogramGeometry,
+    read_csv_particles,
+    read_relion5_particles,
+    read_relion_tomogram_files,
+    read_relion_tomograms,
+    read_tomogram_names,
+    read_warp_particles,
+)
 from cryoengine.formats.provenance import provenance
+from cryoengine.identifiers import CLASS_ID_PATTERN
+from cryoengine.physics.box_cutting import ParticleOutsideTomogramError, cut_subtomograms
 from cryoengine.physics.density import atoms_to_density, resample_map, scale_map_to_mass
 from cryoengine.physics.imaging import ImagedParticles, simulate_particles
 from cryoengine.physics.noise import mix_noise_at_snr_levels
-from cryoengine.store import write_class_group, write_manifest
+from cryoengine.store import ObservedParticles, write_class_group, write_manifest, write_observed_dataset
 from cryoengine.store.particle_set import ParticleSet, concatenate
 from cryoengine.structure.atoms import StructureError, read_atoms
 from cryoengine.structure.fetch import fetch_pdb_entry
@@ -57,6 +75,11 @@ __all__ = [
     "simulate_class",
     "simulate_tomogram",
     "tomogram_seed",
+    "ParticleImportError",
+    "import_particles",
+    "import_tomogram_names",
+    "import_tomogram_particles",
+    "merge_imported",
 ]
 
 
@@ -549,3 +572,359 @@ def manifest(
     with atomic_path(out_path) as tmp:
         tmp.write_text(json.dumps(attrs, indent=2, sort_keys=True) + "\n")
     return Path(out_path)
+
+
+# --- A user's particles → an observed dataset (python -m cryoengine import-particles, rule import_particles)
+
+_UNLABELLED = "unlabelled"
+_TOMOGRAM_SUFFIXES = (".mrc", ".rec", ".map")
+# Effective voxels of different tomograms may differ by this much (relative) and share one dataset.
+_VOXEL_SPREAD = 2e-3
+
+
+class ParticleImportError(ValueError):
+    """Input of an import that cannot be used; the message (one line) names the file and the field."""
+
+
+def import_tomogram_names(settings: ImportSettings) -> list[str]:
+    """List the tomograms (copick: runs) the inputs' particles lie in, in order of first appearance.
+
+    One Snakemake job per name runs :func:`import_tomogram_particles`.
+    """
+    if settings.format == "copick":
+        table = _copick_project(settings).read_picks(str(settings.copick_object), settings.copick_runs)
+        return list(dict.fromkeys(table.particles["tomogram"].astype(str)))
+    names: list[str] = []
+    for path in settings.inputs:
+        names.extend(read_tomogram_names(path, settings.format))
+    return list(dict.fromkeys(names))
+
+
+def import_tomogram_particles(settings: ImportSettings, tomogram: str, out_path: str | Path) -> Path:
+    """Rule ``import_tomogram``: cut one tomogram's particles into an :class:`ObservedParticles` ``.npz``.
+
+    The boxes are Fourier-rescaled to ``settings.voxel_size_A`` (the effective voxel is recorded), the
+    contrast inverted if asked, and each box standardised (:mod:`cryoengine.physics.box_cutting`).
+
+    Parameters
+    ----------
+    settings
+        The import settings.
+    tomogram
+        One of :func:`import_tomogram_names`.
+    out_path
+        The intermediate written (atomically).
+
+    Returns
+    -------
+    Path
+        ``out_path``.
+
+    Raises
+    ------
+    ParticleImportError
+        Missing or unreadable files, coordinates, pixel sizes or tomograms; particles outside the tomogram.
+    """
+    try:
+        table, source = _import_table(settings, tomogram)
+        if settings.format == "copick":
+            array, geometry = _copick_project(settings).open_tomogram(
+                tomogram, float(settings.copick_voxel_spacing_A or 0), settings.copick_tomo_type
+            )
+            particles = _cut_observed(settings, table, array, geometry, source)
+        else:
+            with open_mrc_tomogram(source) as (data, geometry):
+                particles = _cut_observed(settings, table, data, geometry, source)
+    except (ParticleTableError, TomogramFileError, ValueError) as error:
+        raise ParticleImportError(str(error)) from None
+    particles.save(out_path)
+    log.info("%s: %d particles cut from %s", tomogram, len(particles), source)
+    return Path(out_path)
+
+
+def merge_imported(
+    settings: ImportSettings, intermediates: Sequence[str | Path], out_path: str | Path | None = None
+) -> Path:
+    """Rule ``import_particles``: join the per-tomogram intermediates into one observed dataset (atomically).
+
+    Particles are grouped by class (the label column's values, sorted; else one ``unlabelled`` group);
+    the tomograms are numbered in the order given.
+
+    Returns
+    -------
+    Path
+        The dataset (``out_path``, default ``settings.output``).
+    """
+    out = Path(settings.output if out_path is None else out_path)
+    parts = [ObservedParticles.load(path) for path in intermediates]
+    parts = [part for part in parts if len(part)]
+    if not parts:
+        raise ParticleImportError("no particles to import: every tomogram's particles were skipped")
+    effective = np.array([part.attrs["plan"]["effective_voxel_size_A"] for part in parts])
+    if np.ptp(effective) > _VOXEL_SPREAD * effective.min():
+        raise ParticleImportError(
+            f"the tomograms rescale to different voxels ({effective.min():.4f}-{effective.max():.4f} Å); "
+            "import tomograms of one pixel size together"
+        )
+    particle_files = list(dict.fromkeys(f for part in parts for f in part.attrs["particle_files"]))
+    renumbered: list[dict[str, Any]] = []
+    for index, part in enumerate(parts):
+        local = part.attrs["particle_files"]
+        renumbered.append(
+            {
+                **part.arrays(),
+                "tomogram": np.full(len(part), index),
+                "source_file": np.array([particle_files.index(local[k]) for k in part.source_file]),
+            }
+        )
+    labels = np.concatenate([part.label for part in parts])
+    joined: dict[str, Any] = {
+        name: np.concatenate([arrays[name] for arrays in renumbered]) for name in renumbered[0]
+    }
+    everything = ObservedParticles(**joined, label=labels)
+    classes = {label: everything.select(labels == label) for label in sorted(set(labels.tolist()))}
+    voxel = float(np.median(effective))
+    attrs = {
+        "voxel_size_A": voxel,
+        "requested_voxel_size_A": settings.voxel_size_A,
+        "box": settings.box,
+        "tomograms": [part.attrs["tomogram"] for part in parts],
+        "particle_files": particle_files,
+        "import": {
+            "input_format": settings.format,
+            "edge": settings.edge,
+            "invert_contrast": settings.invert_contrast,
+            "contrast": "protein dark (inverted on import)" if settings.invert_contrast else "protein dark",
+            "normalisation": "zero mean, unit variance per box",
+            "label_column": settings.label_column,
+            "plans": [part.attrs["plan"] for part in parts],
+            "skipped_at_edge": int(sum(part.attrs["skipped"] for part in parts)),
+            **(
+                {
+                    "copick_config": str(Path(settings.inputs[0]).resolve()),
+                    "copick_object": settings.copick_object,
+                    "copick_voxel_spacing_A": settings.copick_voxel_spacing_A,
+                    "copick_tomo_type": settings.copick_tomo_type,
+                }
+                if settings.format == "copick"
+                else {}
+            ),
+        },
+        "provenance": provenance(settings.model_dump(mode="json")),
+    }
+    return write_observed_dataset(out, classes, attrs, shard_size=settings.shard_size)
+
+
+def import_particles(settings: ImportSettings, out_path: str | Path | None = None) -> Path:
+    """Import a user's particles: every tomogram (tqdm progress on stderr), then the merge, atomically.
+
+    The per-tomogram intermediates live in a temporary directory; a failure anywhere leaves no dataset.
+
+    Returns
+    -------
+    Path
+        The dataset.
+    """
+    try:
+        names = import_tomogram_names(settings)
+    except (ParticleTableError, ValueError) as error:
+        raise ParticleImportError(str(error)) from None
+    with (
+        tempfile.TemporaryDirectory(prefix="cryoengine-import-") as scratch,
+        tqdm(total=len(names), desc="importing tomograms", unit="tomogram", file=sys.stderr) as bar,
+    ):
+        parts = []
+        for index, name in enumerate(names):
+            parts.append(import_tomogram_particles(settings, name, Path(scratch) / f"{index}.npz"))
+            bar.update()
+        bar.close()  # before any error message, which then starts a line of its own
+        return merge_imported(settings, parts, out_path)
+
+
+def _copick_project(settings: ImportSettings) -> CopickProject:
+    return CopickProject(settings.inputs[0])
+
+
+def _import_table(settings: ImportSettings, tomogram: str) -> tuple[ParticleTable, Path]:
+    """Read one tomogram's particles; return them and its file (copick: the config), which must exist."""
+    if settings.format == "copick":
+        table = _copick_project(settings).read_picks(str(settings.copick_object), [tomogram])
+        return table, Path(settings.inputs[0])
+    star_tomograms = _star_tomograms(settings)
+    geometries: dict[str, TomogramGeometry] = {}
+    files: dict[str, Path] = {}
+    for path in settings.inputs:
+        for name in read_tomogram_names(path, settings.format):
+            if name not in files:
+                files[name] = _tomogram_file(settings, name, path, star_tomograms)
+                geometries[name] = _with_voxel(
+                    settings, mrc_tomogram_geometry(files[name]), name, star_tomograms
+                )
+    tables = []
+    for path in settings.inputs:
+        if settings.format == "relion5":
+            table = read_relion5_particles(
+                path,
+                tomograms_star=_tomograms_star(settings),
+                tomograms=geometries,
+                pixel_size_A=settings.pixel_size_A,
+            )
+        elif settings.format == "warp":
+            table = read_warp_particles(path, tomograms=geometries, pixel_size_A=settings.pixel_size_A)
+        else:
+            table = read_csv_particles(
+                path, unit=settings.csv_unit, tomograms=geometries, pixel_size_A=settings.pixel_size_A
+            )
+        tables.append(table.select(tomogram))
+    table = ParticleTable(
+        pd.concat([t.particles for t in tables], ignore_index=True),
+        None if any(t.rotation is None for t in tables) else np.concatenate([t.rotation for t in tables]),
+        pd.concat([t.original for t in tables], ignore_index=True),
+    )
+    return table, files[tomogram]
+
+
+def _tomograms_star(settings: ImportSettings) -> Path | None:
+    path = settings.tomograms
+    return path if path is not None and path.suffix == ".star" else None
+
+
+def _star_tomograms(settings: ImportSettings) -> dict[str, dict[str, Any]]:
+    """Rows of the tomograms STAR by name (with ``file``: ``rlnTomoReconstructedTomogram``), or {}."""
+    star = _tomograms_star(settings)
+    if star is None:
+        return {}
+    rows = read_relion_tomograms(star)
+    entries: dict[str, dict[str, Any]] = {name: dict(row) for name, row in rows.items()}
+    for name, file in read_relion_tomogram_files(star).items():
+        entries.setdefault(name, {})["file"] = file
+    return entries
+
+
+def _tomogram_file(
+    settings: ImportSettings, name: str, particle_file: Path, star_tomograms: Mapping[str, Mapping[str, Any]]
+) -> Path:
+    """Find the MRC of tomogram ``name``: in the tomograms STAR, or ``<dir>/<name>.mrc`` (``.rec``, Warp)."""
+    tried: list[Path] = []
+    star = _tomograms_star(settings)
+    if star is not None:
+        file = star_tomograms.get(name, {}).get("file")
+        if file is None:
+            raise ParticleImportError(
+                f"{particle_file}: tomogram {name!r} has no rlnTomoReconstructedTomogram in {star}"
+            )
+        tried = [Path(file), star.parent / file]
+    else:
+        directory = Path(str(settings.tomograms))
+        if not directory.is_dir():
+            raise ParticleImportError(f"tomograms directory {directory} does not exist")
+        tried = [directory / f"{name}{suffix}" for suffix in _TOMOGRAM_SUFFIXES]
+        tried += sorted(directory.glob(f"{name}_*Apx.mrc"))
+    for path in tried:
+        if path.is_file():
+            return path
+    raise ParticleImportError(
+        f"{particle_file}: tomogram {name!r} is named but missing (looked for "
+        f"{', '.join(str(p) for p in tried[:3])})"
+    )
+
+
+def _with_voxel(
+    settings: ImportSettings,
+    geometry: TomogramGeometry,
+    name: str,
+    star_tomograms: Mapping[str, Mapping[str, Any]],
+) -> TomogramGeometry:
+    """Give ``geometry`` a usable voxel: the header's, else the tomograms STAR's, else ``pixel_size_A``."""
+    if geometry.voxel_size_A > 0:
+        return geometry
+    entry = star_tomograms.get(name, {})
+    pixel = float(entry.get("tilt_series_pixel_size_A", 0)) * float(entry.get("binning", 1))
+    if not pixel > 0:
+        pixel = settings.pixel_size_A or 0.0
+    if not pixel > 0:
+        raise ParticleImportError(
+            f"{geometry.source}: voxel size missing or 0 in the MRC header and no tomograms STAR gives "
+            f"tomogram {name!r} one (rlnTomoTiltSeriesPixelSize); pass --pixel-size-A"
+        )
+    return TomogramGeometry(geometry.shape_zyx, pixel, geometry.source)
+
+
+def _cut_observed(
+    settings: ImportSettings, table: ParticleTable, data: Any, geometry: TomogramGeometry, source: Path
+) -> ObservedParticles:
+    """Cut one tomogram's particles and keep their provenance."""
+    geometry = _with_voxel(settings, geometry, str(table.particles["tomogram"].iloc[0]), {})
+    centres = table.centres_zyx_A()
+    try:
+        cut = cut_subtomograms(
+            data,
+            geometry.voxel_size_A,
+            centres,
+            settings.box,
+            settings.voxel_size_A,
+            edge=settings.edge,
+            invert_contrast=settings.invert_contrast,
+        )
+    except ParticleOutsideTomogramError as error:
+        raise ParticleImportError(f"{table.particles['source_file'].iloc[0]} → {source}: {error}") from None
+    kept = cut.kept
+    n = len(kept)
+    frame = table.particles.iloc[kept]
+    particle_files = list(dict.fromkeys(frame["source_file"].astype(str)))
+    labels = np.full(n, _UNLABELLED, dtype=object)
+    if settings.label_column is not None:
+        if settings.label_column not in table.original:
+            raise ParticleImportError(
+                f"{frame['source_file'].iloc[0] if n else source}: no column {settings.label_column!r} "
+                f"(--label-column); columns: {', '.join(map(str, table.original.columns))}"
+            )
+        labels = table.original[settings.label_column].astype(str).to_numpy()[kept]
+        bad = [value for value in labels if not re.match(CLASS_ID_PATTERN, value)]
+        if bad:
+            raise ParticleImportError(
+                f"{frame['source_file'].iloc[0]}: label {bad[0]!r} of column {settings.label_column!r} is "
+                f"not a class id ({CLASS_ID_PATTERN})"
+            )
+    effective = cut.plan.effective_voxel_size_A
+    given = table.rotation is not None
+    sizes = frame[["tomogram_size_z_A", "tomogram_size_y_A", "tomogram_size_x_A"]].to_numpy(dtype=float)
+    size_zyx_A = sizes[0] if n and np.all(np.isfinite(sizes[0])) else np.asarray(geometry.size_zyx_A)
+    coordinate_pixel = frame["coordinate_pixel_size_A"].to_numpy(dtype=float)
+    tomogram_record = {
+        "name": str(table.particles["tomogram"].iloc[0]),
+        "source": str(source),
+        "shape_zyx": list(geometry.shape_zyx),
+        "voxel_size_A": geometry.voxel_size_A,
+        "size_zyx_A": [float(v) for v in size_zyx_A],
+        "coordinate_pixel_size_A": (
+            float(coordinate_pixel[0]) if n and np.isfinite(coordinate_pixel[0]) else geometry.voxel_size_A
+        ),
+    }
+    plan = cut.plan
+    return ObservedParticles(
+        observed=cut.volumes,
+        rotation=table.rotation[kept] if table.rotation is not None else np.tile(np.eye(3), (n, 1, 1)),
+        shift=cut.shift_zyx_vox,
+        position=centres[kept] / effective,
+        tomogram=np.zeros(n, dtype=np.int32),
+        orientation_given=np.full(n, given),
+        source_centre_A=centres[kept],
+        source_pixel_size_A=np.full(n, geometry.voxel_size_A),
+        source_row=frame["source_row"].to_numpy(),
+        source_file=np.array([particle_files.index(f) for f in frame["source_file"].astype(str)], dtype=int),
+        edge_padded=cut.padded,
+        label=labels,
+        attrs={
+            "tomogram": tomogram_record,
+            "particle_files": particle_files,
+            "plan": {
+                "tomogram": tomogram_record["name"],
+                "source_voxel_size_A": plan.source_voxel_size_A,
+                "source_box": plan.source_box,
+                "resampled_box": plan.resampled_box,
+                "effective_voxel_size_A": effective,
+            },
+            "skipped": int(len(table.particles) - n),
+        },
+    )

@@ -342,6 +342,11 @@ class SubtomogramDataModule(LightningDataModule):
 
     def _samplers(self, path: str, dataset: Dataset) -> tuple[ViewSampler, ViewSampler]:
         """Check the SNR settings against one dataset; return its training and validation samplers."""
+        if getattr(dataset, "observed", False):
+            raise ValueError(
+                f"{path} holds observed particles (an import: no clean volumes or unit noise); pre-training "
+                "needs a simulated dataset, and python -m aptvit.predict runs on imported ones"
+            )
         stored = dataset.snr_levels
         version = int(getattr(dataset, "format_version", 1))
         middle = sorted(stored)[len(stored) // 2]

@@ -1,11 +1,14 @@
 """Adaptive polyphase tokenization: split a volume into its p³ patch-grid phases and pick one per sample.
 
 Rolling the input so that the picked phase sits at offset 0 before patchifying makes the token grid move
-with circular shifts of the input, provided the per-phase score is itself shift-invariant.
+with circular shifts of the input, provided the scores are shift-equivariant: phase ``k`` of the input
+shifted by ``s`` scores as phase ``(k - s) mod p`` of the original.
 
 For a circular shift ``s`` of the input (``torch.roll`` convention, per axis), phase ``k`` of the shifted
-volume is phase ``(k - s) mod p`` of the original, circularly shifted on the coarse grid; its score is
-therefore the original's score of phase ``(k - s) mod p``, the picked offset becomes ``(k* + s) mod p`` and
+volume is phase ``(k - s) mod p`` of the original, circularly shifted on the coarse grid; a shift-invariant
+score of each component alone therefore has that property, and so has any score computed from the whole
+volume by circular operations (a low-pass, a smoothing over the phase torus, a circular centroid), the
+picked offset becomes ``(k* + s) mod p`` and
 the rolled input becomes the original rolled input rolled by ``p * floor((k* + s) / p)`` voxels, i.e. the
 token grid is rolled by ``floor((k* + s) / p)`` tokens. This is exact as long as the argmax has no ties;
 scores of random float inputs (float round-off ~1e-7 relative) practically never tie, but constant or
@@ -131,8 +134,9 @@ def _roll_within(volume: Tensor, shifts_zyx: Tensor, low: int, high: int) -> Ten
 def _correlation_at_offsets(grad: Tensor, volume: Tensor, patch_size: int) -> Tensor:
     """``sum_i grad[b, :, i] * volume[b, :, i + k]`` (circular) for every offset ``k`` in ``[0, p)³``.
 
-    The cross-spectrum ``conj(FFT(grad)) FFT(volume)`` is transformed back at the ``p³`` wanted lags only,
-    one axis at a time (three small matrix products instead of a full inverse FFT).
+    The cross-spectrum ``conj(FFT(grad)) FFT(volume)`` (formed in place) is transformed back at the ``p³``
+    wanted lags only, one axis at a time, z first (three small matrix products instead of a full inverse
+    FFT; each cuts its axis from ``size`` to ``p`` frequencies before the next).
 
     Returns
     -------
@@ -141,24 +145,26 @@ def _correlation_at_offsets(grad: Tensor, volume: Tensor, patch_size: int) -> Te
     """
     dims = (2, 3, 4)
     fft_dtype = torch.promote_types(volume.dtype, torch.float32)  # FFTs need float32 or float64
-    cross = torch.fft.rfftn(grad.to(fft_dtype), dim=dims).conj() * torch.fft.rfftn(
-        volume.to(fft_dtype), dim=dims
-    )
-    depth, height, width = volume.shape[2:]
+    cross = torch.fft.rfftn(grad.to(fft_dtype), dim=dims).conj_physical_()
+    cross.mul_(torch.fft.rfftn(volume.to(fft_dtype), dim=dims))
+    batch, channels, depth, height, width = volume.shape
     lags = torch.arange(patch_size, device=volume.device, dtype=fft_dtype)
 
     def inverse_dft(size: int, num_frequencies: int) -> Tensor:
         frequencies = torch.arange(num_frequencies, device=volume.device, dtype=fft_dtype)
-        return torch.exp(2j * math.pi * frequencies[:, None] * lags[None] / size)  # (frequency, lag)
+        return torch.exp(2j * math.pi * lags[:, None] * frequencies[None] / size)  # (lag, frequency)
 
+    def along_axis(matrix: Tensor, field: Tensor) -> Tensor:  # (lag, size) @ (N, size, L), read in place
+        return torch.bmm(matrix.expand(field.shape[0], *matrix.shape), field)
+
+    along_z = along_axis(inverse_dft(depth, depth), cross.reshape(batch * channels, depth, -1))
+    along_y = along_axis(inverse_dft(height, height), along_z.reshape(-1, height, width // 2 + 1))
     # A real signal's half spectrum: every fx but 0 and the Nyquist one stands for itself and -fx.
     fx = torch.arange(width // 2 + 1, device=volume.device)
     multiplicity = torch.where((fx == 0) | (2 * fx == width), 1.0, 2.0).to(fft_dtype)
-    along_x = cross @ (inverse_dft(width, width // 2 + 1) * multiplicity[:, None])  # (B, C, D, H, p)
-    along_y = inverse_dft(height, height).T @ along_x  # (B, C, D, p, p)
-    along_z = (inverse_dft(depth, depth).T @ along_y.flatten(0, 1).flatten(2)).real  # (B C, p, p²)
-    batch, channels = volume.shape[:2]
-    return along_z.reshape(batch, channels, -1).sum(dim=1) / (depth * height * width)
+    inverse_x = (inverse_dft(width, width // 2 + 1) * multiplicity).T
+    along_x = (along_y.reshape(-1, width // 2 + 1) @ inverse_x).real
+    return along_x.reshape(batch, channels, -1).sum(dim=1) / (depth * height * width)
 
 
 class _StraightThroughRoll(torch.autograd.Function):
@@ -263,9 +269,9 @@ class AdaptivePhaseSampler(nn.Module):
         Patch size ``p`` in voxels; there are ``p³`` phases.
     scorer : nn.Module or None
         Maps ``(volume (B, C, D, H, W), patch_size)`` to raw scores `(B, p³)` of the polyphase components
-        in component order; phase ``k``'s score must depend on component ``k`` alone and be invariant to its
-        circular shifts (``NormScorer``, ``SteerableScorer``). None gives the fixed grid (offset 0 always,
-        the plain-ViT baseline).
+        in component order, shift-equivariant (see the module): e.g. a score of component ``k`` alone that is
+        invariant to its circular shifts (``NormScorer``, ``SteerableScorer`` by default). None gives the
+        fixed grid (offset 0 always, the plain-ViT baseline).
     temperature : float
         Gumbel-softmax temperature (> 0) of the ``"gumbel"`` mode.
     """

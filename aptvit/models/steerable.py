@@ -158,26 +158,56 @@ def _real_dft_matrix(size: int) -> tuple[Tensor, Tensor]:
     return torch.stack(rows), torch.tensor(magnitudes, dtype=torch.float64)
 
 
+def _circular_gaussian(size: int, sigma_vox: float) -> Tensor:
+    """Return the circulant `(size, size)` float64 matrix of a periodised, unit-sum Gaussian."""
+    positions = torch.arange(size, dtype=torch.float64)
+    lag = positions[:, None] - positions[None]
+    wraps = torch.arange(-3, 4, dtype=torch.float64)[:, None, None] * size
+    kernel = torch.exp(-((lag + wraps) ** 2) / (2 * sigma_vox**2)).sum(dim=0)
+    return kernel / kernel.sum(dim=1, keepdim=True)
+
+
 @functools.lru_cache(maxsize=32)
 def _phase_dft_matrix(
-    size: int, patch_size: int, device: torch.device, dtype: torch.dtype
-) -> tuple[Tensor, Tensor]:
-    """``kron(R, I_p)``: the real DFT ``R`` of every component along one axis of the full volume at once.
+    size: int, patch_size: int, lowpass_sigma_vox: float, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Return the transform of one axis for ``component_power_spectra``, as a small and as a full matrix.
 
-    Voxel ``x = p * j + k`` of the axis is voxel ``j`` of component ``k``; row ``p * a + k`` of the result is
-    coefficient ``a`` of component ``k``. Returns the `(size, size)` matrix and the `(size / p,)` ``|f|`` of
-    each coefficient.
+    Voxel ``x = p * j + k`` of the axis is voxel ``j`` of component ``k``; row ``p * a + k`` of
+    ``kron(R, I_p)`` (``R`` the real DFT of a component axis) is coefficient ``a`` of component ``k``.
+    Without low-pass, returns ``R`` `(size / p, size / p)` (see ``_transform_outer_axis``) and
+    ``kron(R, I_p)`` `(size, size)`; with a low-pass of ``lowpass_sigma_vox > 0``, the full matrix is
+    ``kron(R, I_p) G`` (``G`` the circulant Gaussian) for both. Last, the `(size / p,)` ``|f|`` of each
+    coefficient.
     """
     with torch.inference_mode(False):  # cached: must serve autograd even when first built for inference
         matrix, magnitudes = _real_dft_matrix(size // patch_size)
-        return torch.kron(matrix, torch.eye(patch_size, dtype=torch.float64)).to(device, dtype), magnitudes
+        full = torch.kron(matrix, torch.eye(patch_size, dtype=torch.float64))
+        if lowpass_sigma_vox > 0:
+            full = full @ _circular_gaussian(size, lowpass_sigma_vox)
+            matrix = full
+        return matrix.to(device, dtype), full.to(device, dtype), magnitudes
 
 
-def component_power_spectra(volume: Tensor, patch_size: int) -> tuple[Tensor, Tensor]:
+def _transform_outer_axis(matrix: Tensor, field: Tensor) -> Tensor:
+    """``matrix`` `(m, m)` applied along the axis of size ``m`` that ``field`` `(N, m * L)` splits first.
+
+    Applying ``kron(R, I_p)`` to an axis that has a whole trailing block ``L`` is ``R`` on the axis split as
+    ``(n, p L)``: ``n`` multiply-adds per output instead of ``size``, with a long, contiguous inner
+    dimension; one batched product that reads the matrix in place.
+    """
+    field = field.reshape(field.shape[0], matrix.shape[1], -1)
+    return torch.bmm(matrix.expand(field.shape[0], *matrix.shape), field)
+
+
+def component_power_spectra(
+    volume: Tensor, patch_size: int, lowpass_sigma_vox: float = 0.0
+) -> tuple[Tensor, Tensor]:
     """Power spectra of all polyphase components of a volume, by frequency orbit ``(|fz|, |fy|, |fx|)``.
 
     The separable real DFT of every component is three matrix products over the whole volume (one per
-    axis, see ``_phase_dft_matrix``), without splitting the volume into components first. Each squared
+    axis, see ``_phase_dft_matrix`` and ``_transform_outer_axis``), without splitting the volume into
+    components first. Each squared
     coefficient belongs to one orbit of frequencies under sign flips of the axes; the coefficients of an
     orbit sum to its share of the component's power, so ``sum W(|f|) power = sum_f W(f) |DFT(f)|² / n``
     over the component's full spectrum (``n`` voxels) for every ``W`` constant on those orbits (any
@@ -190,6 +220,10 @@ def component_power_spectra(volume: Tensor, patch_size: int) -> tuple[Tensor, Te
         `(B, C, D, H, W)`, every spatial size divisible by ``patch_size``.
     patch_size : int
         Patch size ``p``.
+    lowpass_sigma_vox : float
+        Standard deviation (voxels, >= 0) of a circular Gaussian low-pass of the whole volume before its
+        split into components (folded into the transforms; 0: none). It commutes with circular shifts
+        and with the 24 rotations of a cubic grid.
 
     Returns
     -------
@@ -197,16 +231,28 @@ def component_power_spectra(volume: Tensor, patch_size: int) -> tuple[Tensor, Te
         `(B, C, F, p³)` power, ``F = DHW / p³`` coefficients in ``(z, y, x)`` raster order and components
         in component order; `(F, 3)` float64 ``(|fz|, |fy|, |fx|)`` of each coefficient.
     """
+    if not lowpass_sigma_vox >= 0:
+        raise ValueError(f"lowpass_sigma_vox must be >= 0, got {lowpass_sigma_vox}")
     p = patch_size
     batch, channels, depth, height, width = volume.shape
-    matrices = [_phase_dft_matrix(size, p, volume.device, volume.dtype) for size in (depth, height, width)]
-    along_x = volume.reshape(-1, width) @ matrices[2][0].T
-    along_y = matrices[1][0] @ along_x.reshape(-1, height, width)
-    along_z = matrices[0][0] @ along_y.reshape(batch * channels, depth, height * width)
-    blocks = along_z.square().reshape(batch, channels, depth // p, p, height // p, p, width // p, p)
-    # Coefficient-major, component-minor: the cheap permutation (runs of p contiguous values).
-    power = blocks.permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(batch, channels, -1, p**3)
-    magnitudes = torch.meshgrid(*(magnitude for _, magnitude in matrices), indexing="ij")
+    matrices = [
+        _phase_dft_matrix(size, p, float(lowpass_sigma_vox), volume.device, volume.dtype)
+        for size in (depth, height, width)
+    ]
+    # x is the innermost axis: one dense product with kron(R, I_p); y and z carry a trailing block each.
+    along_x = volume.reshape(-1, width) @ matrices[2][1].T
+    along_y = _transform_outer_axis(matrices[1][0], along_x.reshape(-1, height * width))
+    along_z = _transform_outer_axis(matrices[0][0], along_y.reshape(batch * channels, -1))
+    blocks = along_z.reshape(batch, channels, depth // p, p, height // p, p, width // p, p)
+    # Coefficient-major, component-minor. Without autograd, squared and permuted in one pass (into the
+    # output's permuted view; out= records no graph).
+    if torch.is_grad_enabled() and volume.requires_grad:
+        power = blocks.square().permute(0, 1, 2, 4, 6, 3, 5, 7)
+    else:
+        power = volume.new_empty(batch, channels, depth // p, height // p, width // p, p, p, p)
+        torch.square(blocks, out=power.permute(0, 1, 2, 5, 3, 6, 4, 7))
+    power = power.reshape(batch, channels, -1, p**3)
+    magnitudes = torch.meshgrid(*(magnitude for _, _, magnitude in matrices), indexing="ij")
     return power, torch.stack(magnitudes, dim=-1).reshape(-1, 3)
 
 
@@ -223,6 +269,90 @@ def _kernel_dft(
         offsets = torch.stack(torch.meshgrid(taps, taps, taps, indexing="ij"), dim=-1).reshape(-1, 3)
         phase = 2 * math.pi * (frequencies / torch.tensor(shape_zyx, dtype=torch.float64)) @ offsets.T
         return phase.cos().to(device, dtype), phase.sin().to(device, dtype)  # (F, k³) each
+
+
+def _half_spectrum_multiplicity(width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """`(W/2 + 1, 1)`: how many frequencies of the full spectrum each ``rfft`` slice stands for (1 or 2)."""
+    multiplicity = torch.full((width // 2 + 1, 1), 2.0, device=device, dtype=dtype)
+    multiplicity[0] = 1.0
+    if width % 2 == 0:
+        multiplicity[-1] = 1.0
+    return multiplicity
+
+
+def _next_frequency_products(spectrum: Tensor, width: int) -> list[Tensor]:
+    """``sum_f S(f) conj(S(f + e_axis))`` over the full spectrum of a real signal, from its half spectrum.
+
+    ``spectrum`` `(B, C, D, H, W/2 + 1, 2)` is ``rfftn`` over the last three axes as real pairs (complex
+    elementwise products are slow on the CPU). A term and its mirror ``-f - e_axis`` are equal, so the half
+    spectrum (multiplicity 2 off the self-mirrored slices) suffices; along the halved axis the mirror pairs
+    slice ``c`` with ``-c - 1``. Returns `(B, 2)` (real, imaginary) for z, y and x.
+    """
+    multiplicity = _half_spectrum_multiplicity(width, spectrum.device, spectrum.dtype)
+
+    def products(first: Tensor, second: Tensor) -> Tensor:  # sum first conj(second), as (real, imaginary)
+        real = (first * second).sum(dim=(1, 2, 3, 4, 5))
+        imaginary = (first[..., 1] * second[..., 0] - first[..., 0] * second[..., 1]).sum(dim=(1, 2, 3, 4))
+        return torch.stack((real, imaginary), dim=1)
+
+    weighted = spectrum * multiplicity
+    along = [products(weighted, torch.roll(spectrum, -1, dims=dim)) for dim in (2, 3)]
+    along_x = 2 * products(spectrum[..., :-1, :], spectrum[..., 1:, :])
+    if width % 2 == 1:  # the self-mirrored slice c = (W - 1)/2: its next slice is its conjugate, negated f
+        last = spectrum[..., -1:, :]
+        conjugate = last.new_tensor([1.0, -1.0])
+        following = torch.roll(torch.flip(last, dims=(2, 3)), (1, 1), dims=(2, 3)) * conjugate
+        along_x = along_x + products(last, following)
+    return [*along, along_x]
+
+
+def centring_scores(volume: Tensor, patch_size: int, sigma_vox: float) -> Tensor:
+    """Score each phase by how close it brings the low-passed energy's circular centroid to a patch middle.
+
+    Per axis, the energy ``w`` of the volume low-passed by a Gaussian of ``sigma_vox`` (transfer function
+    ``exp(-2π² σ² (f / size)²)``, summed over channels and the other axes) has the circular centroid
+    ``c = size / 2π arg A`` and resultant length ``R = |A| / sum_x w(x)``, ``A = sum_x w(x) exp(2πi x /
+    size)``; phase ``k`` scores ``sum_axes R cos(2π (k - c + p/2) / p)``, largest for
+    ``k = round(c - p/2) mod p``. By Parseval ``A = sum_f L(f) conj(L(f + e_axis)) / n`` and
+    ``sum_x w = sum_f |L(f)|² / n`` (``L`` the low-passed spectrum): one FFT, no real-space filtering.
+
+    Parameters
+    ----------
+    volume : Tensor
+        `(B, C, D, H, W)`, every spatial size divisible by ``patch_size``.
+    patch_size : int
+        Patch size ``p``.
+    sigma_vox : float
+        Low-pass standard deviation in voxels (> 0).
+
+    Returns
+    -------
+    Tensor
+        `(B, p³)` in component order, in ``[-3, 3]``.
+    """
+    batch, _, depth, height, width = volume.shape
+    dtype = torch.promote_types(volume.dtype, torch.float32)
+    transfer = torch.ones((), device=volume.device, dtype=dtype)
+    for axis, size in enumerate((depth, height, width)):
+        frequencies = torch.fft.rfftfreq if axis == 2 else torch.fft.fftfreq
+        frequency = frequencies(size, device=volume.device, dtype=dtype)
+        gain = torch.exp(-2 * math.pi**2 * sigma_vox**2 * frequency.square())
+        transfer = transfer * gain.reshape([-1 if dim == axis else 1 for dim in range(3)])
+    spectrum = torch.view_as_real(torch.fft.rfftn(volume.to(dtype), dim=(2, 3, 4)))
+    low_passed = spectrum * transfer[..., None]
+    multiplicity = _half_spectrum_multiplicity(width, volume.device, dtype)
+    total = (low_passed.square() * multiplicity).sum(dim=(1, 2, 3, 4, 5))
+    phases = torch.arange(patch_size, device=volume.device, dtype=dtype)
+    per_axis = []
+    harmonics = _next_frequency_products(low_passed, width)
+    for harmonic, size in zip(harmonics, (depth, height, width), strict=True):
+        centroid = torch.atan2(harmonic[:, 1], harmonic[:, 0]) * size / (2 * math.pi)  # (B,), voxels
+        resultant = torch.hypot(harmonic[:, 0], harmonic[:, 1]) / total.clamp_min(torch.finfo(dtype).tiny)
+        angle = 2 * math.pi * (phases - centroid[:, None] + patch_size / 2) / patch_size
+        per_axis.append(resultant[:, None] * torch.cos(angle))
+    z, y, x = per_axis
+    scores = z[:, :, None, None] + y[:, None, :, None] + x[:, None, None, :]
+    return scores.reshape(batch, -1).to(volume.dtype)
 
 
 class SteerableScorer(nn.Module):
@@ -252,6 +382,29 @@ class SteerableScorer(nn.Module):
         Width of the hidden scalar layer.
     act_layer : type of nn.Module
         Activation of the hidden scalar layer.
+    lowpass_sigma_vox : float
+        Standard deviation (voxels, >= 0) of a circular Gaussian low-pass of the input before it is split
+        into components (0: none). Each component is a decimation, so its own noise is white whatever its
+        filter; averaging neighbouring voxels first (which belong to different components) is what makes
+        the pick of a noisy view follow its clean view's. Free in cost terms for ``x`` (folded into the
+        transforms), dense products along ``y`` and ``z``.
+    phase_smoothing_sigma : float
+        Standard deviation (in phases, >= 0) of a circular Gaussian over the ``p³`` phase torus applied to
+        the scores (0: none): neighbouring phases see disjoint voxels, hence independent noise, while a
+        low-passed signal's scores vary smoothly over the phases, so the smoothed argmax follows the
+        signal. A circular convolution of the phase grid keeps the scores' cyclic shift equivariance, and a
+        per-axis product of one even kernel their octahedral symmetry; phase ``k``'s score then depends on
+        its neighbours too.
+    centring_weight : float
+        Weight (>= 0; 0: none) of a parameter-free centring term added to the learned scores: per axis,
+        the circular centroid ``c`` (on the box, period ``D``) of the energy of the input low-passed by
+        ``centring_sigma_vox``, scored ``R cos(2π (k - c + p/2) / p)`` for phase ``k`` (``R`` in [0, 1] the
+        centroid's resultant length). Its argmax rolls the energy's centroid to the middle of a patch.
+        Exactly shift-equivariant (``c`` moves with the shift, and ``p`` divides the box) and symmetric
+        under the 24 grid rotations; the centroid is a box-scale statistic, robust to noise where the
+        decimated components are not (docs/benchmarks.md, "Pre-training").
+    centring_sigma_vox : float
+        Standard deviation (voxels, > 0) of the centring term's low-pass.
     """
 
     irrep_index: Tensor
@@ -264,11 +417,29 @@ class SteerableScorer(nn.Module):
         lmax: int = 2,
         hidden_dim: int = 16,
         act_layer: type[nn.Module] = nn.SiLU,
+        lowpass_sigma_vox: float = 0.0,
+        phase_smoothing_sigma: float = 0.0,
+        centring_weight: float = 0.0,
+        centring_sigma_vox: float = 1.0,
     ) -> None:
         super().__init__()
         if in_chans < 1 or hidden_dim < 1:
             raise ValueError(f"need in_chans >= 1 and hidden_dim >= 1, got {in_chans} and {hidden_dim}")
+        if not lowpass_sigma_vox >= 0 or not phase_smoothing_sigma >= 0:
+            raise ValueError(
+                "lowpass_sigma_vox and phase_smoothing_sigma must be >= 0, "
+                f"got {lowpass_sigma_vox} and {phase_smoothing_sigma}"
+            )
+        if not centring_weight >= 0 or not centring_sigma_vox > 0:
+            raise ValueError(
+                "need centring_weight >= 0 and centring_sigma_vox > 0, "
+                f"got {centring_weight} and {centring_sigma_vox}"
+            )
         self.in_chans = in_chans
+        self.lowpass_sigma_vox = float(lowpass_sigma_vox)
+        self.phase_smoothing_sigma = float(phase_smoothing_sigma)
+        self.centring_weight = float(centring_weight)
+        self.centring_sigma_vox = float(centring_sigma_vox)
         self.conv = SteerableConv3d("1x0e", irreps_hidden, kernel_size, lmax)
         irreps = self.conv.irreps_out
         dims = torch.tensor([ir.dim for mul, ir in irreps for _ in range(mul)])
@@ -326,7 +497,7 @@ class SteerableScorer(nn.Module):
             raise ValueError(f"spatial sizes {tuple(volume.shape[2:])} must be divisible by {patch_size}")
         depth, height, width = (size // patch_size for size in volume.shape[2:])
         component_shape = (depth, height, width)
-        power, _ = component_power_spectra(volume, patch_size)  # (B, C, F, p³)
+        power, _ = component_power_spectra(volume, patch_size, self.lowpass_sigma_vox)  # (B, C, F, p³)
         weights = self.spectral_weights(component_shape) / math.prod(component_shape)  # (energies, F)
         batch, channels, _, num_phases = power.shape
         # Mean squared irrep norm over each component, (B C, p³, energies); bmm reads the transposed power
@@ -337,4 +508,14 @@ class SteerableScorer(nn.Module):
         # The floor keeps the gradient finite on an all-zero input.
         amplitudes = (energies + torch.finfo(energies.dtype).tiny).sqrt()
         features = amplitudes.reshape(batch, channels, num_phases, -1).transpose(1, 2).flatten(2)
-        return self.mlp(features).squeeze(-1)
+        scores = self.mlp(features).squeeze(-1)
+        if self.phase_smoothing_sigma > 0 and patch_size > 1:
+            smoothing = _circular_gaussian(patch_size, self.phase_smoothing_sigma).to(scores)
+            grid = scores.reshape(batch, patch_size, patch_size, patch_size)
+            grid = torch.einsum("ai,bj,ck,nijk->nabc", smoothing, smoothing, smoothing, grid)
+            scores = grid.reshape(batch, num_phases)
+        if self.centring_weight > 0:
+            scores = scores + self.centring_weight * centring_scores(
+                volume, patch_size, self.centring_sigma_vox
+            )
+        return scores

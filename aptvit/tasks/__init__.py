@@ -12,8 +12,10 @@ from aptvit.tasks.align import (
     rotation_grid,
 )
 from aptvit.tasks.average import (
+    ClusterAverages,
     GoldStandardAverage,
     ReferenceFreeAverage,
+    average_clusters,
     average_with_poses,
     gold_standard_average,
     reference_free_average,
@@ -21,8 +23,10 @@ from aptvit.tasks.average import (
 from aptvit.tasks.classify import (
     ClassificationScores,
     ClusteringScores,
+    SoftClusters,
     cluster_features,
     few_shot_classify,
+    kmeans_with_confidence,
     knn_classify,
     linear_probe,
     raw_voxel_pca_features,
@@ -42,6 +46,7 @@ from aptvit.tasks.wedge import MissingWedge, fourier_frequencies_zyx
 __all__ = [
     "Alignment",
     "ClassificationScores",
+    "ClusterAverages",
     "ClusteringScores",
     "Embeddings",
     "FscCurve",
@@ -50,6 +55,8 @@ __all__ = [
     "PosePredictor",
     "ReferenceFreeAverage",
     "Report",
+    "SoftClusters",
+    "average_clusters",
     "average_with_poses",
     "cached_embed_dataset",
     "cluster_features",
@@ -59,6 +66,7 @@ __all__ = [
     "exhaustive_pose_predictor",
     "few_shot_classify",
     "gold_standard_average",
+    "kmeans_with_confidence",
     "knn_classify",
     "linear_probe",
     "raw_voxel_pca_features",

@@ -17,13 +17,15 @@ import torch
 from torch import Tensor
 
 from aptvit.rotation import rotate_volumes
-from aptvit.tasks.align import PosePredictor, refine_alignment
+from aptvit.tasks.align import PosePredictor, exhaustive_pose_predictor, refine_alignment
 from aptvit.tasks.fsc import FscCurve, fourier_shell_correlation
 from aptvit.tasks.wedge import MissingWedge
 
 __all__ = [
+    "ClusterAverages",
     "GoldStandardAverage",
     "ReferenceFreeAverage",
+    "average_clusters",
     "average_with_poses",
     "gold_standard_average",
     "reference_free_average",
@@ -355,3 +357,107 @@ def _divide(numerator: Tensor, denominator: Tensor, wiener_constant: float) -> T
         raise ValueError(f"wiener_constant must be >= 0, got {wiener_constant}")
     spectrum = numerator / (denominator + wiener_constant).clamp_min(1e-12)
     return torch.fft.ifftn(spectrum).real.to(torch.float32)
+
+
+@dataclass(frozen=True)
+class ClusterAverages:
+    """Reference-free averages of clusters of particles and each particle's pose against its average.
+
+    Attributes
+    ----------
+    averages
+        `(K, D, D, D)` float32, cluster ``k`` in the frame of its anchor particle.
+    rotation, shift_zyx_vox
+        `(N, 3, 3)`, `(N, 3)` float64 poses, ``particle ≈ R · averages[cluster] + shift`` (voxels).
+    anchor_index
+        `(K,)` the particle whose frame each average is in.
+    resolution_A
+        `(K,)` half-map FSC-0.143 resolution (Å); NaN for a cluster of one particle.
+    """
+
+    averages: np.ndarray
+    rotation: np.ndarray
+    shift_zyx_vox: np.ndarray
+    anchor_index: np.ndarray
+    resolution_A: np.ndarray
+
+
+def average_clusters(
+    volumes: np.ndarray | Tensor,
+    assignment: np.ndarray,
+    *,
+    voxel_size_A: float,
+    anchor_scores: np.ndarray | None = None,
+    wedge: MissingWedge | None = None,
+    global_step_deg: float = 20.0,
+    local_steps_deg: Sequence[float] = (10.0, 5.0),
+    n_rounds: int = 1,
+    seed: int = 0,
+) -> ClusterAverages:
+    """Average each cluster without a reference (:func:`reference_free_average`, classical poses).
+
+    The initial poses come from :func:`~aptvit.tasks.align.exhaustive_pose_predictor` against the anchor
+    (the cluster's particle with the highest ``anchor_scores``, e.g. its clustering confidence), then
+    ``n_rounds`` of local refinement. The defaults are cheap (a 20° global grid, ~1900 rotations;
+    10° and 5° local steps; one round): poses to a few degrees, averages to check classes by eye.
+
+    Parameters
+    ----------
+    volumes
+        `(N, D, D, D)` subtomograms.
+    assignment
+        `(N,)` cluster ``0 … K−1`` of each.
+    voxel_size_A
+        Voxel (Å), for the resolution.
+    anchor_scores
+        `(N,)` higher = better anchor; default the first particle of each cluster.
+    wedge
+        Lab-frame missing wedge; None: not compensated (a user's tilt range is not recorded).
+    global_step_deg, local_steps_deg
+        Angular steps of the initial search.
+    n_rounds, seed
+        As in :func:`reference_free_average`.
+
+    Returns
+    -------
+    ClusterAverages
+    """
+    particles = torch.as_tensor(np.asarray(volumes, dtype=np.float32))
+    assignment = np.asarray(assignment)
+    n, d = particles.shape[0], particles.shape[-1]
+    if assignment.shape != (n,) or (n and assignment.min() < 0):
+        raise ValueError(f"assignment must be (N,) = ({n},) non-negative clusters, got {assignment.shape}")
+    scores = np.zeros(n) if anchor_scores is None else np.asarray(anchor_scores, dtype=np.float64)
+    k = int(assignment.max()) + 1
+    averages = np.zeros((k, d, d, d), np.float32)
+    rotation = np.tile(np.eye(3), (n, 1, 1))
+    shift = np.zeros((n, 3))
+    anchors = np.zeros(k, int)
+    resolution = np.full(k, np.nan)
+    predictor = exhaustive_pose_predictor(
+        wedge, global_step_deg=global_step_deg, local_steps_deg=local_steps_deg
+    )
+    for cluster in range(k):
+        rows = np.flatnonzero(assignment == cluster)
+        if len(rows) == 0:
+            continue
+        anchor = int(np.argmax(scores[rows]))
+        anchors[cluster] = rows[anchor]
+        if len(rows) == 1:
+            averages[cluster] = particles[rows[0]].numpy()
+            continue
+        result = reference_free_average(
+            particles[torch.as_tensor(rows)],
+            predictor,
+            wedge=wedge,
+            voxel_size_A=voxel_size_A,
+            anchor_index=anchor,
+            n_rounds=n_rounds,
+            steps_deg=local_steps_deg,
+            seed=seed,
+        )
+        averages[cluster] = result.result.average.float().numpy()
+        rotation[rows] = result.rotation.double().numpy()
+        shift[rows] = result.shift_zyx_vox.double().numpy()
+        resolution[cluster] = result.result.resolution_A
+    return ClusterAverages(averages, rotation, shift, anchors, resolution)

@@ -69,7 +69,9 @@ __all__ = [
     "ParticleTableError",
     "TomogramGeometry",
     "read_csv_particles",
+    "read_tomogram_names",
     "read_relion5_particles",
+    "read_relion_tomogram_files",
     "read_relion_tomograms",
     "read_warp_particles",
     "write_relion5_particles",
@@ -210,6 +212,59 @@ def read_relion_tomograms(path: str | os.PathLike[str]) -> dict[str, dict[str, f
             "size_x_A": sizes[2],
         }
     return out
+
+
+def read_relion_tomogram_files(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read a RELION 5 tomograms STAR's reconstructions: name → ``rlnTomoReconstructedTomogram`` (as written).
+
+    Tomograms without that column (or an empty entry) are left out.
+    """
+    table = _star_block(path, ("global",), "rlnTomoName")
+    if "rlnTomoReconstructedTomogram" not in table:
+        return {}
+    return {
+        str(name): str(file)
+        for name, file in zip(table["rlnTomoName"], table["rlnTomoReconstructedTomogram"], strict=True)
+        if str(file)
+    }
+
+
+def read_tomogram_names(
+    path: str | os.PathLike[str], input_format: Literal["relion5", "warp", "csv"]
+) -> list[str]:
+    """Read the names of the tomograms a particle file refers to, in order of first appearance.
+
+    Needs no tomogram geometry (unlike the particle readers).
+
+    Parameters
+    ----------
+    path
+        Particle STAR or CSV.
+    input_format
+        ``"relion5"`` (``rlnTomoName``), ``"warp"`` (stems of ``rlnMicrographName``) or ``"csv"``
+        (``tomogram``).
+
+    Returns
+    -------
+    list of str
+        Distinct names.
+    """
+    path = Path(path)
+    if input_format == "csv":
+        if not path.is_file():
+            raise ParticleTableError(f"particle file {path} does not exist")
+        frame = pd.read_csv(path)
+        column = "tomogram"
+    elif input_format in ("relion5", "warp"):
+        frame = _particles_block(_read_star(path), path)
+        column = "rlnTomoName" if input_format == "relion5" else "rlnMicrographName"
+    else:
+        raise ValueError(f"input_format must be 'relion5', 'warp' or 'csv', got {input_format!r}")
+    if column not in frame:
+        raise ParticleTableError(f"{path}: no {column} column naming the particles' tomograms")
+    values = frame[column].astype(str)
+    names = [_warp_tomogram_name(v) for v in values] if input_format == "warp" else list(values)
+    return list(dict.fromkeys(names))
 
 
 def read_relion5_particles(

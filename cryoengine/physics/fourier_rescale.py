@@ -72,23 +72,29 @@ def fourier_resample_volume(
     if offset.shape != (3,) or not np.all(np.isfinite(offset)):
         raise ValueError(f"offset_zyx_vox must be 3 finite numbers, got {offset_zyx_vox!r}")
 
-    data = volume.astype(np.float64)
+    # Single precision throughout (the output is float32; ~1e-6 relative error): half the memory traffic
+    # of float64 and scipy's single-precision transforms, 2-3x faster on the 51³ boxes of an import.
+    data = volume.astype(np.float32)
     if fixed == "centre":
         data = np.fft.ifftshift(data)  # input index n // 2 → 0
-    spectrum = np.fft.fftshift(scipy.fft.fftn(data))  # zero frequency at index n // 2
+    spectrum = np.fft.fftshift(scipy.fft.fftn(data, workers=1))  # zero frequency at index n // 2
     for axis, n in enumerate(volume.shape):
+        if offset[axis] == 0:
+            continue
         frequency = np.arange(n) - n // 2  # cycles per box, centred layout
         shape = [1, 1, 1]
         shape[axis] = n
-        spectrum *= np.exp(2j * np.pi * frequency * offset[axis] / n).reshape(shape)
-    out = np.zeros(shape_out, dtype=np.complex128)
+        spectrum *= np.exp(2j * np.pi * frequency * offset[axis] / n).astype(np.complex64).reshape(shape)
+    out = np.zeros(shape_out, dtype=np.complex64)
     source, target = [], []
     for n, m in zip(volume.shape, shape_out, strict=True):
         k = min(n, m)
         source.append(slice(n // 2 - k // 2, n // 2 - k // 2 + k))
         target.append(slice(m // 2 - k // 2, m // 2 - k // 2 + k))
     out[tuple(target)] = spectrum[tuple(source)]
-    resampled = scipy.fft.ifftn(np.fft.ifftshift(out)).real * (math.prod(shape_out) / volume.size)
+    resampled = scipy.fft.ifftn(np.fft.ifftshift(out), workers=1).real * np.float32(
+        math.prod(shape_out) / volume.size
+    )
     if fixed == "centre":
         resampled = np.fft.fftshift(resampled)  # index 0 → m // 2
     return resampled.astype(np.float32)

@@ -71,15 +71,19 @@ def inspect_dataset(path: str | os.PathLike[str], verify: bool = True) -> Inspec
         except (ClassNotFoundError, DatasetFormatError) as error:
             failures["(manifest)"] = str(error)
     levels = ", ".join(f"{level:g}" for level in dataset.snr_levels)
-    header = ["class", "name", "particles", "shards", "median SNR per level", "on disk", "checksums"]
+    quality = "edge-padded" if dataset.observed else "median SNR per level"
+    header = ["class", "name", "particles", "shards", quality, "on disk", "checksums"]
     rows = []
     for class_id in dataset.classes:
         attrs = dataset.class_group(class_id).attrs.asdict()
         status, median, shards = "not checked", "?", "?"
         try:
             shards = str(len(dataset.shard_ranges(class_id)))
-            snr = dataset.per_particle_arrays(class_id)["snr"]
-            median = " / ".join(f"{value:.3g}" for value in np.median(snr, axis=0))
+            small = dataset.per_particle_arrays(class_id)
+            if dataset.observed:
+                median = str(int(np.count_nonzero(small["edge_padded"])))
+            else:
+                median = " / ".join(f"{value:.3g}" for value in np.median(small["snr"], axis=0))
             if verify:
                 dataset.verify(class_id)
                 status = "ok"
@@ -97,10 +101,10 @@ def inspect_dataset(path: str | os.PathLike[str], verify: bool = True) -> Inspec
                 status,
             ]
         )
+    content = "observed particles (no SNR levels)" if dataset.observed else f"SNR levels {levels} (and clean)"
     lines = [
         f"{dataset.path}: {FORMAT} v{dataset.format_version}, {len(dataset.classes)} classes, {len(dataset)} "
-        f"subtomograms of {dataset.box}³ voxels at {dataset.voxel_size_A:g} Å, SNR levels {levels} "
-        "(and clean)",
+        f"subtomograms of {dataset.box}³ voxels at {dataset.voxel_size_A:g} Å, {content}",
         *_format_table(header, rows, right_aligned={2, 3, 5}),
     ]
     if verify:

@@ -3,8 +3,8 @@
 The trainer and the CLI read through :func:`open_dataset`; writing is :mod:`cryoengine.store.writer`, the
 record's fields are :mod:`cryoengine.store.fields`.
 
-Layout (format ``cryoengine.subtomograms``, ``format_version`` 2)
------------------------------------------------------------------
+Layout (format ``cryoengine.subtomograms``, ``format_version`` 2; observed datasets version 3, below)
+-----------------------------------------------------------------------------------------------------
 ``dataset.zarr/`` (Zarr v3 group)
     attrs: ``format``, ``format_version``, the dataset attrs given by the workflow (``voxel_size_A``,
     ``box``, ``snr_levels``, ``noise_realisations``, ``class_labels``, ``tilt_scheme``, ``provenance``,
@@ -70,6 +70,39 @@ Checksums
     ``checksums[array]`` is the sha256 of the array's little-endian C-order bytes (the whole `(N, ...)`
     array), computed from the intermediate before writing and recomputed from the store by
     :meth:`Dataset.verify`.
+
+Observed datasets (``format_version`` 3, root attr ``content: observed``)
+--------------------------------------------------------------------------
+A user's particles cut from their tomograms (``python -m cryoengine import-particles``). The root attr
+``content`` says what a dataset holds: ``observed`` here; absent (versions 1 and 2) means ``simulated``.
+The version is new so that a reader of versions 1-2 refuses these datasets instead of failing on a missing
+``clean``; simulated datasets are still written as version 2, unchanged.
+Root attrs
+    ``format``, ``format_version`` 3, ``content`` ``"observed"``, ``voxel_size_A`` (the EFFECTIVE voxel of
+    the boxes after Fourier rescaling, e.g. 9.996 Å for 7.84 Å tomograms asked at 10 Å),
+    ``requested_voxel_size_A`` (the voxel asked for), ``box``, ``snr_levels`` ``[]`` and
+    ``noise_realisations`` 0 (no noise model: the data are the noise), ``class_labels``, ``tomograms``
+    (one entry per ``tomogram`` index: ``name``, ``source`` file, ``shape_zyx``, ``voxel_size_A``,
+    ``size_zyx_A`` (the extent RELION's centred coordinates refer to), ``coordinate_pixel_size_A``),
+    ``particle_files`` (the coordinate files, indexed by ``source_file``), ``import`` (``input_format``,
+    ``edge``, ``invert_contrast``, ``normalisation``, ``label_column``, the rescaling plan per tomogram,
+    and for copick the config, object, voxel spacing and tomogram type), ``provenance``, ``classes`` and
+    ``count`` (the manifest, written with the dataset).
+Classes
+    One group ``unlabelled``, or one per value of the label column (the value is the class id).
+Arrays (class group attrs as for simulated classes)
+    ``observed`` `(N, D, D, D)` float32, the box as the encoder sees it (contrast convention and per-box
+    standardisation of :mod:`cryoengine.physics.box_cutting`), chunked like ``clean``; ``rotation``
+    `(N, 3, 3)` the input orientation, identity where ``orientation_given`` `(N,)` bool is False;
+    ``shift`` `(N, 3)` float32 sub-voxel offset of the particle centre from the box centre and
+    ``position`` `(N, 3)` float32 particle centre, both in dataset voxels; ``tomogram`` `(N,)` int32;
+    ``source_centre_A`` `(N, 3)` float64 particle centre in Å from the centre of the source tomogram's
+    voxel 0, ``(z, y, x)``; ``source_pixel_size_A`` `(N,)` float64 the source tomogram's voxel;
+    ``source_row`` `(N,)` int64 row in ``particle_files[source_file]``; ``source_file`` `(N,)` int32;
+    ``edge_padded`` `(N,)` bool the box reached beyond the tomogram and was padded.
+Atomic import
+    The whole dataset is built in a hidden sibling directory and renamed into place, so a failed import
+    leaves no dataset (an existing one at the path is replaced only on success).
 """
 
 from __future__ import annotations
@@ -87,8 +120,13 @@ from zarr.storage import LocalStore
 
 from cryoengine.store.fields import (
     FORMAT,
+    OBSERVED,
+    OBSERVED_FORMAT_VERSION,
+    OBSERVED_PER_PARTICLE,
+    OBSERVED_VOLUMES,
     PER_PARTICLE,
     READABLE_VERSIONS,
+    SIMULATED,
     VOLUMES,
     expected_shape,
     stored_arrays,
@@ -137,11 +175,11 @@ class Item:
     particle_index
         Row of the particle in its class group.
     clean
-        `(D, D, D)` float32 noise-free volume.
+        `(D, D, D)` float32 noise-free volume (None in an observed dataset).
     noisy
-        `(L, D, D, D)` float32 volume at each SNR level.
+        `(L, D, D, D)` float32 volume at each SNR level (None in an observed dataset).
     snr
-        `(L,)` float32 measured SNR of each noisy volume.
+        `(L,)` float32 measured SNR of each noisy volume (`(0,)` in an observed dataset).
     rotation
         `(3, 3)` float64, ``particle = R · reference + shift``.
     shift
@@ -151,29 +189,40 @@ class Item:
     tomogram
         Source tomogram index.
     defocus_um
-        Defocus (µm, positive = underfocus).
+        Defocus (µm, positive = underfocus); None in an observed dataset.
     noise
         `(K, D, D, D)` float32 independent unit-noise reconstructions at the particle (format 2; None
         in format 1): ``clean + noise_scale / √s · noise[k]`` is the particle at nominal SNR ``s``, for
         any ``s > 0`` and any ``k``.
     noise_scale
         α₁ of the particle's tomogram, class-blind (:mod:`cryoengine.physics.noise`); None in format 1.
+    observed
+        `(D, D, D)` float32 the user's standardised box (observed datasets; None for simulated ones).
+    orientation_given, source_centre_A, source_pixel_size_A, source_row, source_file, edge_padded
+        The observed particle's provenance (module docstring, Observed datasets); None for simulated.
     """
 
     index: int
     class_id: str
     class_index: int
     particle_index: int
-    clean: np.ndarray
-    noisy: np.ndarray
+    clean: np.ndarray | None
+    noisy: np.ndarray | None
     snr: np.ndarray
     rotation: np.ndarray
     shift: np.ndarray
     position: np.ndarray
     tomogram: int
-    defocus_um: float
+    defocus_um: float | None
     noise: np.ndarray | None = None
     noise_scale: float | None = None
+    observed: np.ndarray | None = None
+    orientation_given: bool | None = None
+    source_centre_A: np.ndarray | None = None
+    source_pixel_size_A: float | None = None
+    source_row: int | None = None
+    source_file: int | None = None
+    edge_padded: bool | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,6 +241,9 @@ class Block:
         As in :class:`Item` with a leading particle axis `n`: ``clean`` `(n, D, D, D)`, ``tomogram``
         `(n,)` int32, ``noise`` `(n, K, D, D, D)` and ``noise_scale`` `(n,)` float32 (None in format 1), ...
         A volume left out by :meth:`Dataset.read_block`'s ``arrays`` is None.
+    observed, orientation_given, source_centre_A, source_pixel_size_A, source_row, source_file, edge_padded
+        As in :class:`Item` with a leading particle axis (observed datasets; None for simulated ones, whose
+        ``defocus_um`` is None in turn, and ``snr`` `(n, 0)`).
     """
 
     class_id: str
@@ -203,11 +255,18 @@ class Block:
     shift: np.ndarray
     position: np.ndarray
     tomogram: np.ndarray
-    defocus_um: np.ndarray
+    defocus_um: np.ndarray | None
     clean: np.ndarray | None = None
     noisy: np.ndarray | None = None
     noise: np.ndarray | None = None
     noise_scale: np.ndarray | None = None
+    observed: np.ndarray | None = None
+    orientation_given: np.ndarray | None = None
+    source_centre_A: np.ndarray | None = None
+    source_pixel_size_A: np.ndarray | None = None
+    source_row: np.ndarray | None = None
+    source_file: np.ndarray | None = None
+    edge_padded: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.particle_indices)
@@ -215,8 +274,12 @@ class Block:
     def volumes_at(self, level: int | None) -> np.ndarray:
         """Return `(n, D, D, D)` volumes: ``clean`` for ``level`` None, else ``noisy[:, level]``.
 
+        In an observed dataset ``level`` None gives ``observed`` (it has no SNR levels).
+
         Raises ValueError when that volume was not read (:meth:`Dataset.read_block`'s ``arrays``).
         """
+        if level is None and self.clean is None and self.observed is not None:
+            return self.observed
         volumes = self.clean if level is None else None if self.noisy is None else self.noisy[:, level]
         if volumes is None:
             raise ValueError(
@@ -249,7 +312,13 @@ class Dataset:
         self.path = Path(path)
         self.attrs: dict[str, Any] = _read_root_attrs(self.path)
         self._version = int(self.attrs["format_version"])
-        self._names = stored_arrays(self._version)
+        self.content: str = str(self.attrs.get("content", SIMULATED))
+        self._names = stored_arrays(self._version, self.content)
+        observed = self.content == OBSERVED
+        self._volumes = OBSERVED_VOLUMES if observed else tuple(n for n in VOLUMES if n in self._names)
+        self._small = (
+            OBSERVED_PER_PARTICLE if observed else tuple(n for n in PER_PARTICLE if n in self._names)
+        )
         present = _list_class_ids(self.path)
         if self._version >= 2:
             self.class_labels: tuple[str, ...] = tuple(self.attrs["class_labels"])
@@ -314,8 +383,13 @@ class Dataset:
 
     @property
     def format_version(self) -> int:
-        """Store format version of the dataset (1 or 2)."""
+        """Store format version of the dataset (1 or 2; 3 for observed datasets)."""
         return self._version
+
+    @property
+    def observed(self) -> bool:
+        """Whether the dataset holds a user's particles (``content: observed``), not simulated ones."""
+        return self.content == OBSERVED
 
     @property
     def noise_realisations(self) -> int:
@@ -361,6 +435,28 @@ class Dataset:
         class_id = self.classes[position]
         row = index - int(self._starts[position])
         small = self.per_particle_arrays(class_id)
+        if self.observed:
+            return Item(
+                index=index,
+                class_id=class_id,
+                class_index=self.class_labels.index(class_id),
+                particle_index=row,
+                clean=None,
+                noisy=None,
+                snr=np.zeros(0, dtype=np.float32),
+                rotation=small["rotation"][row].copy(),
+                shift=small["shift"][row].copy(),
+                position=small["position"][row].copy(),
+                tomogram=int(small["tomogram"][row]),
+                defocus_um=None,
+                observed=self._read(class_id, "observed", row),
+                orientation_given=bool(small["orientation_given"][row]),
+                source_centre_A=small["source_centre_A"][row].copy(),
+                source_pixel_size_A=float(small["source_pixel_size_A"][row]),
+                source_row=int(small["source_row"][row]),
+                source_file=int(small["source_file"][row]),
+                edge_padded=bool(small["edge_padded"][row]),
+            )
         return Item(
             index=index,
             class_id=class_id,
@@ -394,7 +490,7 @@ class Dataset:
         class_ids = self.classes if class_id is None else (self._known(class_id),)
         ranges: list[tuple[str, int, int]] = []
         for cid in class_ids:
-            rows = _rows_per_file(self._class_arrays(cid)["clean"])
+            rows = _rows_per_file(self._class_arrays(cid)[self._volumes[0]])
             count = self.counts[cid]
             ranges.extend((cid, start, min(start + rows, count)) for start in range(0, count, rows))
         return ranges
@@ -422,13 +518,13 @@ class Dataset:
         class_index = self.class_index(class_id)
         if not 0 <= start <= stop <= self.counts[class_id]:
             raise ValueError(f"rows {start}:{stop} are outside class {class_id!r} of {self.counts[class_id]}")
-        volumes = tuple(name for name in VOLUMES if name in self._names)
+        volumes = self._volumes
         if arrays is not None:
             unknown = sorted(set(arrays) - set(volumes))
             if unknown:
                 raise ValueError(f"arrays {unknown} are not volumes of this dataset; choose from {volumes}")
             volumes = tuple(name for name in volumes if name in arrays)
-        small = self.per_particle_arrays(class_id)
+        small: dict[str, Any] = dict(self.per_particle_arrays(class_id))
         offset = int(self._starts[self.classes.index(class_id)])
         return Block(
             class_id=class_id,
@@ -437,7 +533,13 @@ class Dataset:
             indices=range(offset + start, offset + stop),
             **{name: self._read(class_id, name, slice(start, stop)) for name in volumes},
             **{name: small[name][start:stop].copy() for name in small},
+            **(self._no_simulation(stop - start) if self.observed else {}),
         )
+
+    @staticmethod
+    def _no_simulation(n: int) -> dict[str, Any]:
+        """Return the simulated-only fields of a block of `n` observed particles: no SNR, no defocus."""
+        return {"snr": np.zeros((n, 0), np.float32), "defocus_um": None}
 
     def iter_shards(self, class_id: str | None = None) -> Iterator[Block]:
         """Yield the dataset (or one class) shard by shard, in index order: the fast sequential read.
@@ -538,12 +640,13 @@ class Dataset:
         dict
             Name → `(N, ...)` array, for every per-particle field the format stores (``snr``,
             ``rotation``, ``shift``, ``position``, ``tomogram``, ``defocus_um``, and ``noise_scale`` in
-            format 2), cached: treat them as read-only.
+            format 2; for observed datasets those of :data:`~cryoengine.store.fields.OBSERVED_FIELDS`),
+            cached: treat them as read-only.
         """
         self._known(class_id)
         if class_id not in self._per_particle:
             self._per_particle[class_id] = {
-                name: self._read(class_id, name, slice(None)) for name in PER_PARTICLE if name in self._names
+                name: self._read(class_id, name, slice(None)) for name in self._small
             }
         return self._per_particle[class_id]
 
@@ -622,6 +725,13 @@ def _read_root_attrs(root: Path) -> dict[str, Any]:
         raise DatasetFormatError(
             f"{root} has format_version {attrs.get('format_version')!r}; this cryoengine reads "
             f"format_version {', '.join(map(str, READABLE_VERSIONS))}"
+        )
+    observed = attrs["format_version"] == OBSERVED_FORMAT_VERSION
+    if attrs.get("content", SIMULATED) != (OBSERVED if observed else SIMULATED):
+        raise DatasetFormatError(
+            f"{root} has content {attrs.get('content', SIMULATED)!r} at format_version "
+            f"{attrs['format_version']}; version {OBSERVED_FORMAT_VERSION} holds {OBSERVED!r} particles "
+            f"only, versions 1-2 {SIMULATED!r} ones"
         )
     if not (root / "classes" / "zarr.json").is_file():
         raise DatasetFormatError(f"{root} has no classes/ group")

@@ -1,5 +1,8 @@
 """Writing ``dataset.zarr``: one class group atomically (:func:`write_class_group`), then the manifest.
 
+An observed dataset (a user's imported particles) is written whole and atomically by
+:func:`write_observed_dataset`.
+
 The layout, chunking, compression, concurrency and atomicity rules are those of
 :mod:`cryoengine.store.reader`; the arrays and their dimension names come from the field table
 (:mod:`cryoengine.store.fields`).
@@ -23,7 +26,16 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from zarr.storage import LocalStore
 
 from cryoengine.identifiers import CLASS_ID_PATTERN
-from cryoengine.store.fields import ARRAYS, FORMAT, FORMAT_VERSION, field
+from cryoengine.store.fields import (
+    ARRAYS,
+    FORMAT,
+    FORMAT_VERSION,
+    OBSERVED,
+    OBSERVED_ARRAYS,
+    OBSERVED_FORMAT_VERSION,
+    field,
+)
+from cryoengine.store.observed_set import ObservedParticles
 from cryoengine.store.particle_set import ParticleSet
 from cryoengine.store.reader import (
     _SHARED_KEYS,
@@ -35,7 +47,7 @@ from cryoengine.store.reader import (
     _sha256,
 )
 
-__all__ = ["write_class_group", "write_manifest"]
+__all__ = ["write_class_group", "write_manifest", "write_observed_dataset"]
 
 _COMPRESSORS = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec())
 
@@ -156,21 +168,7 @@ def write_class_group(
     }
     try:
         group = zarr.create_group(store=LocalStore(tmp), attributes=group_attrs, zarr_format=3)
-        for name in ARRAYS:
-            data = getattr(particles, name)
-            item_shape = data.shape[1:]
-            volume = field(name).volume
-            group.create_array(
-                name,
-                data=data,
-                chunks=(1, *item_shape) if volume else (int(shard_size), *item_shape),
-                shards=(int(shard_size), *item_shape) if volume else None,
-                compressors=_ARRAY_COMPRESSORS.get(name, _COMPRESSORS),
-                fill_value=0,
-                config={"write_empty_chunks": True},  # every chunk on disk: a missing one is damage
-                dimension_names=field(name).dims,
-                chunk_key_encoding={"name": "default", "separator": "."},
-            )
+        _create_arrays(group, {name: getattr(particles, name) for name in ARRAYS}, int(shard_size))
         _fsync_tree(tmp)
         final = classes_dir / class_id
         old = classes_dir / f".{class_id}.old-{token}"
@@ -265,6 +263,129 @@ def write_manifest(
     }
     zarr.open_group(store=LocalStore(root), mode="r+", zarr_format=3).attrs.put(manifest)
     return manifest
+
+
+def write_observed_dataset(
+    dataset_path: str | os.PathLike[str],
+    classes: Mapping[str, ObservedParticles],
+    dataset_attrs: Mapping[str, Any],
+    shard_size: int = 256,
+) -> Path:
+    """Write an observed dataset (format 3, ``content: observed``) whole, atomically, with its manifest.
+
+    Everything is written into ``.<name>.tmp-<hex>`` beside ``dataset_path``, fsynced, then renamed into
+    place; an existing dataset at the path is replaced only then (renamed aside first, removed after),
+    so a failure at any point leaves no new or partial dataset.
+
+    Parameters
+    ----------
+    dataset_path
+        The ``dataset.zarr`` directory; an existing path must be a cryoengine dataset.
+    classes
+        Class id → its particles (``N ≥ 1`` each, all in `box`³ boxes), in label order.
+    dataset_attrs
+        JSON root attrs: ``voxel_size_A`` (the effective voxel, > 0), ``box``, ``tomograms``,
+        ``particle_files``, ``import``, ... (:mod:`cryoengine.store.reader`, Observed datasets). The store
+        sets ``format``, ``format_version``, ``content``, ``snr_levels`` (``[]``), ``noise_realisations``
+        (0), ``class_labels``, ``classes`` and ``count``.
+    shard_size
+        Particles per shard file.
+
+    Returns
+    -------
+    Path
+        ``dataset_path``.
+    """
+    root = Path(dataset_path)
+    if not classes:
+        raise ValueError("an observed dataset needs at least one class of particles, got none")
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int | np.integer) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    reserved = (*_ROOT_RESERVED, "content", "snr_levels", "noise_realisations", "class_labels")
+    attrs = _check_json_dict(dataset_attrs, "dataset_attrs", reserved=reserved)
+    voxel, box = attrs.get("voxel_size_A"), attrs.get("box")
+    if isinstance(voxel, bool) or not isinstance(voxel, int | float) or not voxel > 0:
+        raise ValueError(f"dataset_attrs['voxel_size_A'] must be a positive number, got {voxel!r}")
+    if isinstance(box, bool) or not isinstance(box, int) or box < 1:
+        raise ValueError(f"dataset_attrs['box'] must be a positive integer, got {box!r}")
+    for class_id, particles in classes.items():
+        _check_class_id(class_id)
+        if len(particles) == 0:
+            raise ValueError(f"particles of class {class_id!r} is empty (N = 0)")
+        if particles.observed.shape[1] != box:
+            raise ValueError(
+                f"particles of class {class_id!r} are in {particles.observed.shape[1]}³ boxes, dataset box "
+                f"is {box}"
+            )
+    if root.exists() and not (root / "zarr.json").is_file():
+        raise ValueError(f"{root} exists and is not a cryoengine dataset; remove it or choose another path")
+    shared: dict[str, Any] = {"voxel_size_A": voxel, "box": box, "snr_levels": [], "noise_realisations": 0}
+    manifest = {
+        class_id: {"name": class_id, "count": len(particles)} for class_id, particles in classes.items()
+    }
+    root_attrs = {
+        "format": FORMAT,
+        "format_version": OBSERVED_FORMAT_VERSION,
+        "content": OBSERVED,
+        **attrs,
+        **shared,
+        "class_labels": list(classes),
+        "classes": manifest,
+        "count": sum(len(particles) for particles in classes.values()),
+    }
+    root.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(8)
+    tmp, old = root.parent / f".{root.name}.tmp-{token}", root.parent / f".{root.name}.old-{token}"
+    try:
+        top = zarr.create_group(store=LocalStore(tmp), attributes=root_attrs, zarr_format=3)
+        top.create_group("classes")
+        for class_id, particles in classes.items():
+            arrays = particles.arrays()
+            group_attrs = {
+                "name": class_id,
+                "class_id": class_id,
+                "count": len(particles),
+                "format_version": OBSERVED_FORMAT_VERSION,
+                **shared,
+                "checksums": {name: _sha256([arrays[name]]) for name in OBSERVED_ARRAYS},
+                "checksum_algorithm": _CHECKSUM_ALGORITHM,
+            }
+            group = zarr.create_group(
+                store=LocalStore(tmp / "classes" / class_id), attributes=group_attrs, zarr_format=3
+            )
+            _create_arrays(group, arrays, int(shard_size))
+        _fsync_tree(tmp)
+        if root.exists():
+            os.rename(root, old)
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if old.exists():
+                os.rename(old, root)
+            raise
+        _fsync_directory(root.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _create_arrays(group: zarr.Group, arrays: Mapping[str, np.ndarray], shard_size: int) -> None:
+    """Create the record's arrays in ``group``: volumes one chunk per particle in shards, the rest plain."""
+    for name, data in arrays.items():
+        item_shape = data.shape[1:]
+        volume = field(name).volume
+        group.create_array(
+            name,
+            data=data,
+            chunks=(1, *item_shape) if volume else (shard_size, *item_shape),
+            shards=(shard_size, *item_shape) if volume else None,
+            compressors=_ARRAY_COMPRESSORS.get(name, _COMPRESSORS),
+            fill_value=0,
+            config={"write_empty_chunks": True},  # every chunk on disk: a missing one is damage
+            dimension_names=field(name).dims,
+            chunk_key_encoding={"name": "default", "separator": "."},
+        )
 
 
 def _check_class_id(class_id: Any) -> None:

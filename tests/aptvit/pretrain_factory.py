@@ -26,9 +26,16 @@ SMALL_HEADS = {
 }
 
 
-def tiny_module(selector: str = "steerable", **overrides) -> PretrainModule:
+def tiny_module(selector: str = "steerable", scorer_kwargs=None, **overrides) -> PretrainModule:
     torch.manual_seed(0)
-    encoder = build_encoder("aptvit_nano_p8", phase_selector=selector, embed_dim=48, depth=2, num_heads=2)
+    encoder = build_encoder(
+        "aptvit_nano_p8",
+        phase_selector=selector,
+        embed_dim=48,
+        depth=2,
+        num_heads=2,
+        scorer_kwargs=scorer_kwargs,
+    )
     return PretrainModule(encoder, **{**SMALL_HEADS, "lr": 2e-3, "knn_k": 5, **overrides})
 
 

@@ -13,9 +13,10 @@ from aptvit.models import (
     NormScorer,
     SteerableConv3d,
     SteerableScorer,
+    phase_offsets_zyx,
     polyphase_components,
 )
-from aptvit.models.steerable import component_power_spectra
+from aptvit.models.steerable import centring_scores, component_power_spectra
 
 
 def grid_rotations():
@@ -160,6 +161,8 @@ def test_component_power_spectra_sum_like_the_full_spectra(shape, patch_size):
     expected = (spectrum * full_weight).sum(dim=(3, 4, 5)).transpose(1, 2)  # (B, C, p³)
     torch.testing.assert_close(weight @ power, expected)
     torch.testing.assert_close(power.sum(dim=2), components.square().sum(dim=(3, 4, 5)).transpose(1, 2))
+    # The autograd path (a volume that requires grad) computes the same power.
+    assert torch.equal(component_power_spectra(volume.requires_grad_(), patch_size)[0], power)
 
 
 @pytest.mark.parametrize("shape", [(4, 4, 4), (3, 5, 6), (8, 8, 8), (2, 4, 12)])
@@ -232,6 +235,16 @@ def test_selector_scores_are_permuted_by_grid_rotations(scorer_cls, patch_size, 
         assert not any(follows[1:])  # the check can fail: a plain convolution breaks it for every rotation
 
 
+def test_noise_robust_scores_are_permuted_by_grid_rotations():
+    # In float64: a low-pass shrinks the phases' score spread against the scores' size, so float32
+    # round-off reaches ~1e-4 of the standardised spread (docs/benchmarks.md, "Pre-training").
+    torch.manual_seed(3)
+    scorer = SteerableScorer(lowpass_sigma_vox=1.5, phase_smoothing_sigma=1.0, centring_weight=1.0)
+    sampler = AdaptivePhaseSampler(4, scorer).double().eval()
+    volume = torch.randn(2, 1, 16, 16, 16, dtype=torch.float64)
+    assert all(selector_scores_follow_rotation(sampler, volume, rotation) for rotation in ROTATIONS)
+
+
 def test_selected_offset_follows_grid_rotations():
     torch.manual_seed(4)
     sampler = AdaptivePhaseSampler(4, SteerableScorer()).eval()
@@ -244,6 +257,52 @@ def test_selected_offset_follows_grid_rotations():
             assert torch.equal(perm[rotated_best], best)
 
 
+@pytest.mark.parametrize(
+    "options", [{"lowpass_sigma_vox": 1.5}, {"phase_smoothing_sigma": 1.0}, {"centring_weight": 1.0}]
+)
+def test_noise_robust_scores_move_with_circular_shifts(options):
+    # Phase k of the input shifted by s is phase (k - s) mod p of the original: with a low-pass before the
+    # split, or scores smoothed over the phase torus, the score vector is still cyclically permuted.
+    torch.manual_seed(10)
+    scorer = SteerableScorer(**options).double()
+    volume = torch.randn(2, 1, 12, 12, 12, dtype=torch.float64)
+    shift = torch.tensor([1, -2, 5])
+    offsets = phase_offsets_zyx(4)
+    source = (offsets - shift) % 4
+    with torch.no_grad():
+        scores = scorer(volume, 4)
+        shifted = scorer(torch.roll(volume, tuple(shift.tolist()), dims=(2, 3, 4)), 4)
+    torch.testing.assert_close(shifted, scores[:, source[:, 0] * 16 + source[:, 1] * 4 + source[:, 2]])
+    assert not torch.allclose(scores, SteerableScorer().double().to(scores)(volume, 4))  # options act
+
+
+def test_low_pass_power_is_the_power_of_the_low_passed_volume():
+    torch.manual_seed(11)
+    volume = torch.randn(2, 1, 8, 12, 16, dtype=torch.float64)
+    sigma = 1.3
+    # Independently: the periodised Gaussian applied by FFT, one axis at a time.
+    low_passed = volume
+    for axis, size in zip((2, 3, 4), volume.shape[2:], strict=True):
+        lag = torch.arange(size, dtype=torch.float64)
+        kernel = sum(torch.exp(-((lag + wrap * size) ** 2) / (2 * sigma**2)) for wrap in range(-3, 4))
+        transfer = torch.fft.fft(kernel / kernel.sum()).reshape([-1 if d == axis else 1 for d in range(5)])
+        low_passed = torch.fft.ifft(torch.fft.fft(low_passed, dim=axis) * transfer, dim=axis).real
+    power, _ = component_power_spectra(volume, 4, lowpass_sigma_vox=sigma)
+    torch.testing.assert_close(power, component_power_spectra(low_passed, 4)[0])
+
+
+def test_centring_picks_roll_a_blob_to_the_middle_of_a_patch():
+    # A Gaussian blob centred at voxel c (any position on the 16³ torus): the pick k = round(c - p/2) mod p
+    # rolls it to c - k, the middle (p/2 = 2) of a patch of 4, whatever the noise-free blob's size.
+    axis = torch.arange(16, dtype=torch.float64)
+    for centre in [(5, 9, 6), (0, 15, 2), (12, 3, 8)]:
+        distance = [torch.minimum((axis - c) % 16, (c - axis) % 16) for c in centre]
+        squared = distance[0][:, None, None] ** 2 + distance[1][None, :, None] ** 2 + distance[2] ** 2
+        blob = torch.exp(-squared / (2 * 2.0**2))[None, None]
+        best = centring_scores(blob, 4, sigma_vox=1.0).argmax(dim=1)
+        assert torch.equal(phase_offsets_zyx(4)[best][0], (torch.tensor(centre) - 2) % 4), centre
+
+
 def test_steerable_scorer_rejects_wrong_channels():
     with pytest.raises(ValueError):
         SteerableScorer(in_chans=1)(torch.zeros(2, 3, 4, 4, 4), 2)
@@ -251,3 +310,9 @@ def test_steerable_scorer_rejects_wrong_channels():
         SteerableScorer(in_chans=1)(torch.zeros(2, 1, 4, 4, 6), 4)
     with pytest.raises(ValueError):
         SteerableScorer(hidden_dim=0)
+    with pytest.raises(ValueError):
+        SteerableScorer(lowpass_sigma_vox=-1.0)
+    with pytest.raises(ValueError):
+        SteerableScorer(phase_smoothing_sigma=-1.0)
+    with pytest.raises(ValueError):
+        SteerableScorer(centring_weight=1.0, centring_sigma_vox=0.0)

@@ -4,6 +4,7 @@ import pytest
 from aptvit.tasks.classify import (
     cluster_features,
     few_shot_classify,
+    kmeans_with_confidence,
     knn_classify,
     linear_probe,
     raw_voxel_pca_features,
@@ -85,3 +86,19 @@ def test_raw_voxel_pca_baseline_feeds_the_probe():
     features = raw_voxel_pca_features(volumes, n_components=8)
     assert features.shape == (len(labels), 8)
     assert linear_probe(features, labels, tomograms).accuracy_mean > 0.95
+
+
+def test_kmeans_confidence_is_high_inside_clusters_and_even_between_them():
+    rng = np.random.default_rng(0)
+    centres = np.array([[-5.0, 0.0], [5.0, 0.0]])
+    features = np.concatenate([rng.normal(c, 0.5, (40, 2)) for c in centres] + [[[0.0, 0.0]]])
+    clusters = kmeans_with_confidence(features, 2)
+    assert len(set(clusters.assignment[:40])) == 1 and len(set(clusters.assignment[40:80])) == 1
+    assert clusters.assignment[0] != clusters.assignment[40]
+    np.testing.assert_allclose(clusters.probability.sum(1), 1.0)
+    assert np.median(clusters.confidence[:80]) > 0.95
+    assert abs(clusters.confidence[80] - 0.5) < 0.1  # the midpoint belongs to neither
+    single = kmeans_with_confidence(features, 1)
+    assert np.all(single.assignment == 0) and np.all(single.confidence == 1.0)
+    with pytest.raises(ValueError, match=r"n_clusters must lie in \[1, 81\]"):
+        kmeans_with_confidence(features, 0)

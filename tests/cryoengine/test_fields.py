@@ -13,6 +13,7 @@ from cryoengine.store import Block, Item, open_dataset, write_class_group
 from cryoengine.store.fields import (
     ARRAYS,
     FIELDS,
+    OBSERVED_FIELDS,
     PER_PARTICLE,
     VOLUMES,
     expected_shape,
@@ -31,7 +32,7 @@ def test_particle_set_has_exactly_the_fields_of_the_table():
 
 
 def test_item_and_block_carry_every_stored_field():
-    stored = {f.name for f in FIELDS if f.stored}
+    stored = {f.name for f in (*FIELDS, *OBSERVED_FIELDS) if f.stored}
     assert stored <= _names(Item) and stored <= _names(Block)
     # Nothing else that looks like a record field: only the bookkeeping of where the particle comes from.
     assert _names(Item) - stored == {"index", "class_id", "class_index", "particle_index"}

@@ -4,7 +4,7 @@ A small clean tomogram is simulated at 10 Å (placement, rendering, projection, 
 own 32³ subtomograms are cut with :func:`cryoengine.physics.extraction.extract_subtomograms`, and the
 tomogram is Fourier-resampled to 7.84 Å (98 → 125 voxels per axis: 980 Å either way) and written as an MRC
 with the particles in a RELION 5 STAR (centred Å, written as :mod:`cryoengine.formats.relion_export` does)
-and as a copick project.
+and as a copick project: :func:`examples.make_user_project.make_user_project`, the README's example.
 Importing either must give back the same boxes, shifts and rotations.
 """
 
@@ -17,93 +17,30 @@ import starfile
 from particle_factory import BOX as FACTORY_BOX
 from particle_factory import LEVELS, make_particles
 
-from cryoengine.formats.copick_layout import (
-    CopickLayoutError,
-    CopickProject,
-    write_copick_config,
-    write_copick_picks,
-    write_copick_tomogram,
-)
-from cryoengine.formats.mrc import write_volume
+from cryoengine.formats.copick_layout import CopickLayoutError, CopickProject
 from cryoengine.formats.mrc_tomogram import mrc_tomogram_geometry, open_mrc_tomogram
 from cryoengine.formats.particle_tables import ParticleTableError, TomogramGeometry, read_relion5_particles
 from cryoengine.formats.relion_export import export_class
 from cryoengine.physics.box_cutting import ParticleOutsideTomogramError, cut_subtomograms
-from cryoengine.physics.ctf import CtfParameters
 from cryoengine.physics.extraction import extract_subtomograms
-from cryoengine.physics.fourier_rescale import fourier_resample_volume
-from cryoengine.physics.placement import density_to_support_mask, place_particles, render_sample
-from cryoengine.physics.projector import project_volume_to_tilts
-from cryoengine.physics.reconstruction import reconstruct_tilts_to_volume
-from cryoengine.physics.rotation import rotation_to_relion_euler_deg
-from cryoengine.physics.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts
 from cryoengine.store import write_class_group
-
-VOXEL_A, USER_VOXEL_A, BOX = 10.0, 7.84, 32
-SHAPE_ZYX = (98, 98, 98)  # × 125 / 98 = 125 voxels of exactly 7.84 Å
-
-
-def _reference() -> np.ndarray:
-    """An asymmetric 24³ particle: four Gaussian blobs of different sizes (band-limited at 10 Å)."""
-    grid = np.indices((24, 24, 24)).astype(np.float64) - 12
-    density = np.zeros((24, 24, 24))
-    for centre, sigma, weight in (
-        ((0, 0, 0), 2.5, 1.0),
-        ((5, 0, 0), 1.8, 0.7),
-        ((0, 6, 1), 1.5, 0.6),
-        ((-2, -3, 5), 1.6, 0.8),
-    ):
-        density += weight * np.exp(-((grid - np.reshape(centre, (3, 1, 1, 1))) ** 2).sum(0) / (2 * sigma**2))
-    return density
+from examples.make_user_project import BOX, USER_VOXEL_A, VOXEL_A, make_user_project
 
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    rng = np.random.default_rng(11)
-    reference = _reference()
-    mask = density_to_support_mask(reference, 0.05, 1)
-    placements = place_particles(SHAPE_ZYX, [mask], 5, 0, 0.0, rng, target_box=BOX)
-    specimen = render_sample(SHAPE_ZYX, [reference], placements)
-    scheme = TiltScheme(-60.0, 60.0, 3.0)
-    geometry = scheme.geometry(SHAPE_ZYX)
-    ctf = CtfParameters(defocus_um=3.0)
-    tilts = apply_ctf_and_exposure_to_tilts(
-        project_volume_to_tilts(specimen, geometry, backend="cpu"), scheme, ctf, VOXEL_A
+    project = make_user_project(tmp_path_factory.mktemp("import"))
+    placements, tomogram = project.placements, project.tomogram
+    boxes, _ = extract_subtomograms(tomogram, placements.centre_zyx_vox, BOX)
+    return (
+        placements,
+        tomogram,
+        boxes,
+        project.star_path,
+        project.mrc_path,
+        project.copick_config,
+        project.specimen,
     )
-    tomogram = reconstruct_tilts_to_volume(tilts, geometry, "wbp", backend="cpu")
-    boxes, shifts = extract_subtomograms(tomogram, placements.centre_zyx_vox, BOX)
-
-    work = tmp_path_factory.mktemp("import")
-    user_tomogram = fourier_resample_volume(tomogram, (125, 125, 125), fixed="origin")
-    mrc_path = write_volume(work / "TS_01.mrc", user_tomogram, USER_VOXEL_A)
-    # RELION 5 STAR as cryoengine.formats.relion_export writes it: box centre relative to the tomogram
-    # centre, origin −shift.
-    box_centre_xyz = (placements.centre_zyx_vox - shifts)[:, ::-1]
-    centred_xyz_A = (box_centre_xyz - np.array(SHAPE_ZYX)[::-1] / 2) * VOXEL_A
-    origin_xyz_A = -shifts[:, ::-1] * VOXEL_A
-    rot, tilt, psi = rotation_to_relion_euler_deg(placements.rotation)
-    particles = pd.DataFrame(
-        {
-            "rlnTomoName": "TS_01",
-            **{f"rlnCenteredCoordinate{a}Angst": centred_xyz_A[:, k] for k, a in enumerate("XYZ")},
-            **{f"rlnOrigin{a}Angst": origin_xyz_A[:, k] for k, a in enumerate("XYZ")},
-            "rlnAngleRot": rot,
-            "rlnAngleTilt": tilt,
-            "rlnAnglePsi": psi,
-            "rlnOpticsGroup": 1,
-        }
-    )
-    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnTomoTiltSeriesPixelSize": [USER_VOXEL_A]})
-    star_path = work / "particles.star"
-    starfile.write({"optics": optics, "particles": particles}, star_path)
-    # copick project: the same tomogram as OME-Zarr, the particle centres as picks.
-    root = work / "copick"
-    config = write_copick_config(work / "copick.json", root, ["blobs"])
-    write_copick_tomogram(root, "TS_01", USER_VOXEL_A, "wbp", user_tomogram, chunk=32)
-    write_copick_picks(
-        root, "TS_01", "blobs", placements.centre_zyx_vox * VOXEL_A, rotation=placements.rotation
-    )
-    return placements, tomogram, boxes, star_path, mrc_path, config, specimen
 
 
 def _check_against_generator(cut, placements, tomogram):

@@ -30,6 +30,7 @@ from cryoengine.stages import crowder_classes
 from cryoengine.store import inspect_dataset, open_dataset
 from cryoengine.store.fields import ARRAYS, FIELDS
 from cryoengine.store.particle_set import ParticleSet
+from examples.make_user_project import make_user_project
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 # The item fields that are arrays (the scalars of an Item are compared on their own).
@@ -362,3 +363,26 @@ def test_unknown_config_key_stops_the_workflow(tmp_path):
     output = result.stdout + result.stderr
     assert "voxel_sise_A: unknown key" in output
     assert len(output.splitlines()) < 30  # the key and its parent, not the 1,000-line schema
+
+
+def test_import_particles_rule_one_job_per_tomogram_then_merge(tmp_path):
+    """Rule import_particles (not in all): a dry run plans the checkpoint, a real run builds the dataset."""
+    project = make_user_project(tmp_path / "project", particles=4)
+    workdir = make_workdir(tmp_path / "work")
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["import_particles"] = {
+        "inputs": [str(project.star_path)],
+        "format": "relion5",
+        "tomograms": str(project.mrc_path.parent),
+        "voxel_size_A": 10.0,
+        "box": 32,
+        "output": "results/imported.zarr",
+    }
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    planned = run_ok(workdir, "import_particles", "-n")
+    assert "import_tomogram_list" in planned and "simulate" not in planned
+    run_ok(workdir, "import_particles")
+    dataset = open_dataset(workdir / "results" / "imported.zarr")
+    assert dataset.observed and len(dataset) == 4 and dataset.attrs["tomograms"][0]["name"] == "TS_01"
+    assert (workdir / "results" / "import" / "tomograms" / "TS_01.npz").is_file()
+    assert "Nothing to be done" in run_ok(workdir, "import_particles")

@@ -132,3 +132,32 @@ def dataset_groups(wildcards):
 def dataset_of_group(class_group):
     """The dataset directory that holds a class group (``<dataset>/classes/<class>``)."""
     return os.path.dirname(os.path.dirname(class_group))
+
+
+# The import of a user's particles (rules/import.smk).
+IMPORT = ENGINE.import_particles
+IMPORT_DIR = "results/import"
+
+
+def import_settings():
+    """The import_particles section (an error naming it when the config has none)."""
+    if IMPORT is None:
+        raise ValueError("the config has no import_particles section (see config.yaml)")
+    return IMPORT
+
+
+def import_inputs(wildcards):
+    """The particle files (or copick config) of the import."""
+    return [str(path) for path in import_settings().inputs]
+
+
+def import_params(wildcards):
+    """Every import setting, so that a changed one re-runs the jobs."""
+    return import_settings().model_dump(mode="json")
+
+
+def imported_tomograms(wildcards):
+    """One intermediate per tomogram listed by the checkpoint."""
+    with open(checkpoints.import_tomogram_list.get().output[0]) as handle:
+        names = json.load(handle)
+    return expand(f"{IMPORT_DIR}/tomograms/{{name}}.npz", name=names)
