@@ -533,6 +533,47 @@ def validate_import_settings(data: dict[str, Any], origin: str = "<dict>") -> Im
 
 class _SourceBase(_Model):
     description: str = Field("", description="Free text: what this class is (kept in dataset metadata).")
+    models: list[ClassSpec] = Field(
+        default_factory=list,
+        description="Alternative models of the class (conformations, assemblies, files, phantom seeds), "
+        "each a source of the class's own kind without models of its own; every placed particle of the "
+        "class draws one (the class's own source is model 0); each is scaled to its own mass.",
+    )
+    model_weights: list[float] | None = Field(
+        None,
+        description="Relative frequency of each model, model 0 (the class's own source) first: one value "
+        "> 0 per model (1 + len(models)); null = equally often.",
+    )
+
+    @model_validator(mode="after")
+    def _alternatives(self) -> _SourceBase:
+        kind = getattr(self, "kind", None)
+        for m, alternative in enumerate(self.models, start=1):
+            if alternative.kind != kind:
+                raise ValueError(f"model {m} is of kind {alternative.kind!r}, the class is {kind!r}")
+            if alternative.models or alternative.model_weights is not None:
+                raise ValueError(f"model {m} gives models or model_weights of its own; list them all here")
+            if isinstance(alternative, PdbSource) and alternative.optional:
+                raise ValueError(f"model {m} is optional; only a whole class may be optional")
+        weights = self.model_weights
+        if weights is not None and len(weights) != 1 + len(self.models):
+            raise ValueError(
+                f"model_weights has {len(weights)} values for {1 + len(self.models)} models (the class's "
+                "own source first)"
+            )
+        if weights is not None and not all(0 < w < math.inf for w in weights):
+            raise ValueError(f"model_weights must be > 0 and finite, got {weights}")
+        return self
+
+    def model_sources(self) -> list[_SourceBase]:
+        """Every model of the class: its own source (model 0, without the alternatives), then ``models``."""
+        own = self.model_copy(update={"models": [], "model_weights": None})
+        return [own, *self.models]
+
+    def model_probabilities(self) -> list[float]:
+        """Probability of each model (``model_weights`` normalised; equal without them)."""
+        weights = self.model_weights or [1.0] * (1 + len(self.models))
+        return [w / sum(weights) for w in weights]
 
 
 class PdbSource(_SourceBase):
@@ -598,6 +639,8 @@ class PhantomSource(_SourceBase):
 
 
 ClassSpec = Annotated[PdbSource | FileSource | MapSource | PhantomSource, Field(discriminator="kind")]
+for _source in (PdbSource, FileSource, MapSource, PhantomSource):
+    _source.model_rebuild()
 
 
 class EngineConfig(_Model):

@@ -41,7 +41,7 @@ from cryoengine.formats.provenance import provenance
 from cryoengine.identifiers import CLASS_ID_PATTERN
 from cryoengine.physics.box_cutting import ParticleOutsideTomogramError, cut_subtomograms
 from cryoengine.physics.density import atoms_to_density, resample_map, scale_map_to_mass
-from cryoengine.physics.imaging import ImagedParticles, simulate_particles
+from cryoengine.physics.imaging import ClassModels, ImagedParticles, simulate_particles
 from cryoengine.physics.noise import mix_noise_at_snr_levels
 from cryoengine.store import ObservedParticles, write_class_group, write_manifest, write_observed_dataset
 from cryoengine.store.particle_set import ParticleSet, concatenate
@@ -111,11 +111,12 @@ def fetch_structure(config: EngineConfig, pdb_id: str, cache_dir: Path | None = 
     )
 
 
-def class_density(config: EngineConfig, class_id: str) -> np.ndarray:
-    """Density map of one configured class: `(box, box, box)` float32 at ``config.voxel_size_A``.
+def class_density(config: EngineConfig, class_id: str, model: int = 0) -> np.ndarray:
+    """Density map of one model of a configured class: `(box, box, box)` float32 at ``config.voxel_size_A``.
 
-    Every class is on the atomic scale (electron-scattering potential); a map class is rescaled to the
-    potential of its mass (:func:`~cryoengine.physics.density.scale_map_to_mass`).
+    Every model is on the atomic scale (electron-scattering potential); a map model is rescaled to the
+    potential of its mass (:func:`~cryoengine.physics.density.scale_map_to_mass`). Model 0 is the class's
+    own source, model ``m`` its ``models[m - 1]``.
 
     Raises
     ------
@@ -126,7 +127,10 @@ def class_density(config: EngineConfig, class_id: str) -> np.ndarray:
     """
     if class_id not in config.classes:
         raise KeyError(f"unknown class {class_id!r}; configured: {', '.join(sorted(config.classes))}")
-    spec = config.classes[class_id]
+    sources = config.classes[class_id].model_sources()
+    if not 0 <= model < len(sources):
+        raise ValueError(f"class {class_id} has models 0 to {len(sources) - 1}, got model {model}")
+    spec = sources[model]
     resolution_A = config.resolution_A()
     if isinstance(spec, MapSource):
         volume, voxel_in_A = read_volume(spec.path)
@@ -144,22 +148,24 @@ def class_density(config: EngineConfig, class_id: str) -> np.ndarray:
     return atoms_to_density(atoms, config.voxel_size_A, config.box, resolution_A, config.density.oversampling)
 
 
-def density(config: EngineConfig, class_id: str, out_path: str | Path) -> Path:
-    """Rule ``density``: write the class's density map as MRC (voxel size in the header, provenance JSON).
+def density(config: EngineConfig, class_id: str, out_path: str | Path, model: int = 0) -> Path:
+    """Rule ``density``: write one model's density map as MRC (voxel size in the header, provenance JSON).
 
     Returns
     -------
     Path
         ``out_path``.
     """
-    volume = class_density(config, class_id)
-    record = provenance(config.model_dump(mode="json"), seed=_class_seed(config, class_id))
+    volume = class_density(config, class_id, model)
+    record = provenance(config.model_dump(mode="json"), seed=_class_seed(config, class_id, model))
     record["class_id"] = class_id
+    if model:
+        record["model"] = model
     return write_volume(out_path, volume, config.voxel_size_A, record)
 
 
-def _class_seed(config: EngineConfig, class_id: str) -> int | None:
-    spec = config.classes[class_id]
+def _class_seed(config: EngineConfig, class_id: str, model: int) -> int | None:
+    spec = config.classes[class_id].model_sources()[model]
     return spec.seed if isinstance(spec, PhantomSource) else None
 
 
@@ -246,6 +252,7 @@ def simulate_tomogram(
     density_paths: Mapping[str, str | Path],
     out_path: str | Path,
     ground_truth_path: str | Path | None = None,
+    model_paths: Mapping[str, Sequence[str | Path]] | None = None,
 ) -> Path:
     """Rule ``simulate``: one tomogram of a class → its target subtomograms with ground truth.
 
@@ -279,6 +286,11 @@ def simulate_tomogram(
         ``noise_scale`` and ``signal_variance``).
     ground_truth_path
         Output motif list; None = beside ``out_path`` (``tomogram_0.npz`` → ``tomogram_0.motifs.star``).
+    model_paths
+        Class id → the density MRCs of its alternative models 1, 2, ... (``models`` in the config), for
+        every class of ``density_paths`` that has them; each placed particle of such a class draws its
+        model (:class:`~cryoengine.physics.imaging.ClassModels`), recorded in the motif list and, for the
+        targets, as ``model_index`` in the particle file's attrs.
 
     Returns
     -------
@@ -288,12 +300,8 @@ def simulate_tomogram(
     if class_id not in density_paths:
         raise KeyError(f"no density given for the target class {class_id!r}")
     class_ids = sorted(density_paths)
-    densities = []
-    for other in class_ids:
-        volume, voxel_A = read_volume(density_paths[other])
-        if not np.isclose(voxel_A, config.voxel_size_A, rtol=1e-3):
-            raise ValueError(f"density of {other} has voxel {voxel_A} Å, config says {config.voxel_size_A} Å")
-        densities.append(volume)
+    densities = [_read_density(config, other, density_paths[other]) for other in class_ids]
+    models = _class_models(config, class_ids, densities, model_paths or {})
     seed = tomogram_seed(config.sample.seed, class_id, tomogram)
     # The class-blind reference particle of the noise scale (noise module).
     reference = atoms_to_density(
@@ -303,12 +311,14 @@ def simulate_tomogram(
         config.resolution_A(),
         config.density.oversampling,
     )
+    target = class_ids.index(class_id)
     imaged = simulate_particles(
         densities,
-        class_ids.index(class_id),
+        target,
         reference,
         config.imaging_settings(_ISOLATION_MARGIN_VOX),
         np.random.default_rng(seed),
+        models,
     )
     ctf, n = imaged.ctf, len(imaged.clean)
     log.info(
@@ -344,11 +354,54 @@ def simulate_tomogram(
         position=imaged.position,
         tomogram=np.full(n, tomogram),
         defocus_um=np.full(n, ctf.defocus_um),
-        attrs={"class_id": class_id, "voxel_size_A": config.voxel_size_A, "provenance": record},
+        attrs={
+            "class_id": class_id,
+            "voxel_size_A": config.voxel_size_A,
+            "provenance": record,
+            **_model_index_attrs(
+                config, class_id, imaged.model_index[imaged.placements.class_index == target]
+            ),
+        },
     )
     path = particles.save(out_path)
     log.info("%s tomogram %d: %d subtomograms written to %s", class_id, tomogram, n, path)
     return path
+
+
+def _read_density(config: EngineConfig, class_id: str, path: str | Path) -> np.ndarray:
+    volume, voxel_A = read_volume(path)
+    if not np.isclose(voxel_A, config.voxel_size_A, rtol=1e-3):
+        raise ValueError(f"density of {class_id} has voxel {voxel_A} Å, config says {config.voxel_size_A} Å")
+    return volume
+
+
+def _class_models(
+    config: EngineConfig,
+    class_ids: Sequence[str],
+    densities: Sequence[np.ndarray],
+    model_paths: Mapping[str, Sequence[str | Path]],
+) -> dict[int, ClassModels]:
+    """Return the alternative models of the tomogram's classes that have them, keyed by class index."""
+    models = {}
+    for k, class_id in enumerate(class_ids):
+        spec = config.classes[class_id]
+        given = list(model_paths.get(class_id, []))
+        if len(given) != len(spec.models):
+            raise ValueError(
+                f"class {class_id} has {len(spec.models)} alternative models in the config, "
+                f"{len(given)} density maps given for them"
+            )
+        if given:
+            maps = [densities[k], *(_read_density(config, class_id, path) for path in given)]
+            models[k] = ClassModels(maps, spec.model_probabilities())
+    return models
+
+
+def _model_index_attrs(config: EngineConfig, class_id: str, model_index: np.ndarray) -> dict[str, Any]:
+    """``{"model_index": [...]}`` of a class with alternative models, else nothing (attrs as before)."""
+    if not config.classes[class_id].models:
+        return {}
+    return {"model_index": [int(m) for m in model_index]}
 
 
 def motif_list_path(out_path: str | Path) -> Path:
@@ -378,6 +431,7 @@ def _write_ground_truth(
         config.voxel_size_A,
         target_class=class_ids.index(class_id),
         b_factor_A2=imaged.b_factor_A2,
+        model_index=imaged.model_index,
     )
     if imaged.tomogram is not None and imaged.label_map is not None:
         stem = path.name.removesuffix(".star").removesuffix(".motifs")
@@ -444,6 +498,8 @@ def calibrate_noise(
         "ground_truth": [part.attrs["provenance"].get("tomogram", {}).get("ground_truth") for part in parts],
         "provenance": provenance(config.model_dump(mode="json"), seed=config.sample.seed),
     }
+    if any("model_index" in part.attrs for part in parts):
+        attrs["model_index"] = [m for part in parts for m in part.attrs.get("model_index", [0] * len(part))]
     medians = ", ".join(
         f"{level:g}→{median:.4g}" for level, median in zip(levels, np.median(measured, axis=0), strict=True)
     )
@@ -542,10 +598,15 @@ def shard(config: EngineConfig, class_id: str, particles_path: str | Path, datas
     class_attrs = {
         "name": class_id,
         "description": spec.description,
-        "source": spec.model_dump(mode="json", exclude={"description"}),
+        "source": spec.model_dump(
+            mode="json",
+            exclude={"description"} if spec.models else {"description", "models", "model_weights"},
+        ),
         "ground_truth": particles.attrs.get("ground_truth", []),
         "provenance": provenance(config.model_dump(mode="json"), seed=config.sample.seed),
     }
+    if "model_index" in particles.attrs:
+        class_attrs["model_index"] = particles.attrs["model_index"]
     group = write_class_group(
         dataset_path,
         class_id,

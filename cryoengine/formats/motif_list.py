@@ -2,7 +2,8 @@
 
 One row per placed particle (PolNet's motif list): its class, role (target or crowder), centre in the
 tomogram in voxels and in Å (``(z, y, x)`` index × voxel size, origin at voxel 0), rotation as the
-``(z, y, x)`` matrix of ``particle = R · reference`` and as RELION ZYZ Euler angles, and its B-factor. A
+``(z, y, x)`` matrix of ``particle = R · reference`` and as RELION ZYZ Euler angles, its B-factor, and
+the model of its class it was drawn from (0 = the class's own source). A
 subtomogram's neighbours are the rows near its position. Written as a one-block STAR file (``particles``)
 with starfile, so that RELION-style tools and pandas read it.
 """
@@ -36,6 +37,7 @@ def write_motif_list(
     *,
     target_class: int,
     b_factor_A2: np.ndarray | None = None,
+    model_index: np.ndarray | None = None,
 ) -> Path:
     """Write the motif list of one tomogram (atomically).
 
@@ -57,6 +59,8 @@ def write_motif_list(
         Index of the tomogram's target class (its rows are ``target``, the others ``crowder``).
     b_factor_A2
         `(M,)` B-factor of each particle (Å²); None = zeros.
+    model_index
+        `(M,)` model of its class each particle was drawn from (0 = the class's own source); None = zeros.
 
     Returns
     -------
@@ -76,6 +80,9 @@ def write_motif_list(
     b_factor = np.zeros(m) if b_factor_A2 is None else np.asarray(b_factor_A2, dtype=np.float64)
     if b_factor.shape != (m,):
         raise ValueError(f"b_factor_A2 must have shape ({m},), got {b_factor.shape}")
+    model = np.zeros(m, dtype=np.int64) if model_index is None else np.asarray(model_index, dtype=np.int64)
+    if model.shape != (m,):
+        raise ValueError(f"model_index must have shape ({m},), got {model.shape}")
     rot, tilt, psi = rotation_to_relion_euler_deg(matrices) if m else (np.zeros(0),) * 3
     table = {
         "cryoengineClass": [class_ids[k] for k in index],
@@ -91,6 +98,7 @@ def write_motif_list(
         "rlnAnglePsi": np.atleast_1d(psi),
         **{name: matrices.reshape(m, 9)[:, j] for j, name in enumerate(MOTIF_ROTATION_COLUMNS)},
         "cryoengineBFactorAngst2": b_factor,
+        "cryoengineModel": model,
     }
     with atomic_path(path) as tmp:
         starfile.write({"particles": pd.DataFrame(table)}, tmp, float_format="%.6f")

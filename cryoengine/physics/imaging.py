@@ -24,12 +24,18 @@ per realisation. The realism effects draw from child streams of that generator (
 effect, after those draws and in the fixed order deformation, B-factor, background, defocus estimate,
 motion blur, misalignment), so turning effects off changes none of the idealised chain's draws, and
 ablating one effect leaves the others' draws as they were.
+
+Model variety: a class may come with several models (:class:`ClassModels`, e.g. conformations or
+assemblies of one complex); every placed particle of such a class, target or crowder, draws its model
+from one more child stream, spawned after the effects' streams and only when some class has several
+models, so a sample without alternatives draws exactly as before. A class is placed by the union of its
+models' supports, and each particle's variant starts from its drawn model's map.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,7 +79,7 @@ from cryoengine.physics.projector import TiltGeometry, project_volume_to_tilts
 from cryoengine.physics.reconstruction import reconstruct_tilts_to_volume
 from cryoengine.physics.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts, draw_detector_noise_tilts
 
-__all__ = ["ImagedParticles", "ImagingSettings", "RealismSettings", "simulate_particles"]
+__all__ = ["ClassModels", "ImagedParticles", "ImagingSettings", "RealismSettings", "simulate_particles"]
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +211,32 @@ class ImagingSettings:
 
 
 @dataclass(frozen=True)
+class ClassModels:
+    """The alternative models of one class: each placed particle of the class draws one.
+
+    Attributes
+    ----------
+    maps
+        `(d, d, d)` density of each model, model 0 (the class's own density) first; at least two.
+    probabilities
+        Probability of each model (one per map, > 0, summing to 1).
+    """
+
+    maps: Sequence[np.ndarray]
+    probabilities: Sequence[float]
+
+    def __post_init__(self) -> None:
+        p = np.asarray(self.probabilities, dtype=np.float64)
+        if len(self.maps) < 2 or p.shape != (len(self.maps),):
+            raise ValueError(
+                f"ClassModels needs at least two maps and one probability each, got {len(self.maps)} maps "
+                f"and {p.shape[0] if p.ndim == 1 else p.shape} probabilities"
+            )
+        if not (np.all(p > 0) and np.isclose(p.sum(), 1.0)):
+            raise ValueError(f"model probabilities must be > 0 and sum to 1, got {list(p)}")
+
+
+@dataclass(frozen=True)
 class ImagedParticles:
     """The targets of one tomogram, imaged: `n` subtomograms with their ground truth.
 
@@ -231,6 +263,8 @@ class ImagedParticles:
         Every particle placed, targets first, then crowders (the ground-truth motif list).
     b_factor_A2
         `(M,)` B-factor of each placed particle (Å², 0 without variety).
+    model_index
+        `(M,)` model drawn by each placed particle (0 for classes of one model).
     tomogram, label_map
         With ``realism.keep_tomogram``: the `(nz, ny, nx)` float32 reconstructed sample and int16 label map
         (0 = none, ``1 + class index`` inside a particle's support); else None.
@@ -249,6 +283,7 @@ class ImagedParticles:
     unit_noise_variance: float
     placements: Placements
     b_factor_A2: np.ndarray
+    model_index: np.ndarray
     tomogram: np.ndarray | None = None
     label_map: np.ndarray | None = None
 
@@ -259,6 +294,7 @@ def simulate_particles(
     reference: np.ndarray,
     settings: ImagingSettings,
     rng: np.random.Generator,
+    models: Mapping[int, ClassModels] | None = None,
 ) -> ImagedParticles:
     """Image one tomogram of class ``target`` crowded by the others and cut its targets' subtomograms.
 
@@ -274,6 +310,9 @@ def simulate_particles(
         Sample, optics, tilt, reconstruction and noise settings.
     rng
         The tomogram's generator (its draws are listed in the module docstring).
+    models
+        Class index → its alternative models (maps on the scale of ``densities``, model 0 being
+        ``densities[k]``); classes left out have one model.
 
     Returns
     -------
@@ -283,10 +322,21 @@ def simulate_particles(
     if not 0 <= target < len(densities):
         raise ValueError(f"target must index densities (0 to {len(densities) - 1}), got {target}")
     s, effects = settings, settings.realism
-    if effects.touching_cores:
-        masks = [density_to_support_mask(d, MASS_CONTOUR_FRACTION, 0) for d in densities]
-    else:
-        masks = [density_to_support_mask(d, s.support_threshold, s.support_margin_vox) for d in densities]
+    models = dict(models or {})
+    if not set(models) <= set(range(len(densities))):
+        raise ValueError(
+            f"models must be keyed by class indices 0 to {len(densities) - 1}, got {sorted(models)}"
+        )
+
+    def support(volume: np.ndarray) -> np.ndarray:
+        if effects.touching_cores:
+            return density_to_support_mask(volume, MASS_CONTOUR_FRACTION, 0)
+        return density_to_support_mask(volume, s.support_threshold, s.support_margin_vox)
+
+    masks = [
+        np.logical_or.reduce([support(m) for m in models[k].maps]) if k in models else support(d)
+        for k, d in enumerate(densities)
+    ]
     placements = place_particles(
         s.slab_shape_zyx,
         masks,
@@ -335,7 +385,10 @@ def simulate_particles(
     log.info("%d noise realisations reconstructed (%s)", realisations, s.reconstruction_method)
 
     streams = dict(zip(_EFFECT_STREAMS, rng.spawn(len(_EFFECT_STREAMS)), strict=True))
-    variants, b_factors = _particle_variants(densities, placements, s.voxel_size_A, effects, streams)
+    model_index = _draw_models(placements.class_index, models, rng.spawn(1)[0]) if models else None
+    variants, b_factors = _particle_variants(
+        densities, placements, s.voxel_size_A, effects, streams, models, model_index
+    )
     if variants is None:
         specimen = render_sample(s.slab_shape_zyx, densities, placements)
     else:
@@ -448,9 +501,22 @@ def simulate_particles(
         unit_noise_variance=unit_noise_variance,
         placements=placements,
         b_factor_A2=b_factors,
+        model_index=np.zeros(len(placements), dtype=np.int64) if model_index is None else model_index,
         tomogram=tomogram if effects.keep_tomogram else None,
         label_map=labels,
     )
+
+
+def _draw_models(
+    class_index: np.ndarray, models: Mapping[int, ClassModels], rng: np.random.Generator
+) -> np.ndarray:
+    """Draw the `(M,)` model of each placed particle (0 for classes of one model), in placement order."""
+    drawn = np.zeros(len(class_index), dtype=np.int64)
+    for i, k in enumerate(class_index):
+        if int(k) in models:
+            probabilities = np.asarray(models[int(k)].probabilities, dtype=np.float64)
+            drawn[i] = rng.choice(len(probabilities), p=probabilities / probabilities.sum())
+    return drawn
 
 
 def _particle_variants(
@@ -459,17 +525,21 @@ def _particle_variants(
     voxel_size_A: float,
     effects: RealismSettings,
     streams: dict[str, np.random.Generator],
+    models: Mapping[int, ClassModels],
+    model_index: np.ndarray | None,
 ) -> tuple[list[np.ndarray] | None, np.ndarray]:
-    """Each placed particle's own map (deformed, then blurred by its B-factor), or None without variety.
+    """Each placed particle's own map (its drawn model, deformed, then blurred by its B-factor), or None.
 
-    Returns the `(M,)` B-factors (Å²) too, 0 where none is drawn. Draws per particle, in placement order.
+    None without variety and without drawn models. Returns the `(M,)` B-factors (Å²) too, 0 where none is
+    drawn. Draws per particle, in placement order.
     """
     b_factors = np.zeros(len(placements))
-    if not effects.varies_particles:
+    if not effects.varies_particles and model_index is None:
         return None, b_factors
     variants = []
     for i, k in enumerate(placements.class_index):
-        volume = np.asarray(densities[k], dtype=np.float32)
+        source = densities[k] if model_index is None or k not in models else models[k].maps[model_index[i]]
+        volume = np.asarray(source, dtype=np.float32)
         if effects.deformation_amplitude_A > 0:
             field = draw_displacement_field(
                 volume.shape,

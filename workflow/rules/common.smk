@@ -49,6 +49,7 @@ wildcard_constraints:
     cls="|".join(CLASSES) or "^$",
     pdb_id=PDB_ID_PATTERN.removeprefix("^").removesuffix("$"),
     tomogram="[0-9]+",
+    model="[1-9][0-9]*",
 
 
 def available_classes():
@@ -59,9 +60,14 @@ def available_classes():
         return json.load(handle)
 
 
+def model_source(wildcards):
+    """The source of a density job: the class's own (rule density) or its model {model} (density_model)."""
+    return ENGINE.classes[wildcards.cls].model_sources()[int(wildcards.get("model", 0))]
+
+
 def density_inputs(wildcards):
-    """The structure file a class's density is built from (none for a procedural phantom)."""
-    spec = ENGINE.classes[wildcards.cls]
+    """The structure file a model's density is built from (none for a procedural phantom)."""
+    spec = model_source(wildcards)
     if isinstance(spec, PdbSource):
         return {"structure": f"{STRUCTURE_CACHE}/{spec.pdb_id}.cif.gz"}
     if isinstance(spec, (FileSource, MapSource)):
@@ -70,13 +76,13 @@ def density_inputs(wildcards):
 
 
 def density_params(wildcards):
-    """Everything a class's density depends on (not its description), so that only its rule re-runs."""
+    """Everything a model's density depends on (not its description), so that only its rule re-runs."""
     return {
         "voxel_size_A": ENGINE.voxel_size_A,
         "box": ENGINE.box,
         "density": ENGINE.density.model_dump(mode="json"),
-        "source": ENGINE.classes[wildcards.cls].model_dump(
-            mode="json", exclude={"description"}
+        "source": model_source(wildcards).model_dump(
+            mode="json", exclude={"description", "models", "model_weights"}
         ),
     }
 
@@ -89,10 +95,21 @@ def tomogram_classes(wildcards):
     return [wildcards.cls, *crowders]
 
 
+def model_maps(classes):
+    """The maps of the alternative models 1, 2, ... of the classes, class by class."""
+    return [
+        f"results/density/{c}.model{m}.mrc"
+        for c in classes
+        for m in range(1, 1 + len(ENGINE.classes[c].models))
+    ]
+
+
 def simulate_inputs(wildcards):
-    """The density maps of the tomogram's target and crowder classes, and nothing else."""
+    """The density maps of the tomogram's target and crowder classes (every model), and nothing else."""
+    classes = tomogram_classes(wildcards)
     return {
-        "densities": [f"results/density/{c}.mrc" for c in tomogram_classes(wildcards)]
+        "densities": [f"results/density/{c}.mrc" for c in classes],
+        "models": model_maps(classes),
     }
 
 
@@ -112,14 +129,32 @@ def simulate_params(wildcards):
         "noise": ENGINE.noise.model_dump(
             mode="json", include={"realisations", "reference_diameter_A"}
         ),
+        **model_weight_params(tomogram_classes(wildcards)),
     }
+
+
+def model_weight_params(classes):
+    """The model weights of those of the classes with alternative models (nothing without any)."""
+    weights = {
+        c: ENGINE.classes[c].model_probabilities()
+        for c in classes
+        if ENGINE.classes[c].models
+    }
+    return {"model_probabilities": weights} if weights else {}
 
 
 def shard_params(wildcards):
     """What a class group holds besides its particles: the shard size and the class's metadata."""
     return {
         "shard_size": ENGINE.dataset.shard_size,
-        "class": ENGINE.classes[wildcards.cls].model_dump(mode="json"),
+        "class": ENGINE.classes[wildcards.cls].model_dump(
+            mode="json",
+            exclude=(
+                None
+                if ENGINE.classes[wildcards.cls].models
+                else {"models", "model_weights"}
+            ),
+        ),
         "class_labels": CLASSES,
     }
 

@@ -1,4 +1,5 @@
-# Density maps: one electron-scattering map per class at the configured voxel size and box.
+# Density maps: one electron-scattering map per class at the configured voxel size and box, and one per
+# alternative model of a class (classes.<id>.models), each its own job.
 
 
 rule density:
@@ -17,3 +18,13 @@ rule density:
         depends=density_params,
     script:
         "../scripts/density.py"
+
+
+use rule density as density_model with:
+    output:
+        map="results/density/{cls}.model{model}.mrc",
+        provenance="results/density/{cls}.model{model}.mrc.json",
+    log:
+        "logs/density/{cls}.model{model}.log",
+    benchmark:
+        "results/benchmarks/density/{cls}.model{model}.tsv"

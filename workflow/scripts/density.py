@@ -15,4 +15,6 @@ record_invocation(
 )
 
 config = validate_config(snakemake.config, origin="workflow config")
-stages.density(config, snakemake.wildcards.cls, snakemake.output.map)
+stages.density(
+    config, snakemake.wildcards.cls, snakemake.output.map, int(snakemake.wildcards.get("model", 0))
+)

@@ -16,6 +16,8 @@ record_invocation(
 
 config = validate_config(snakemake.config, origin="workflow config")
 densities = dict(zip(snakemake.params.classes, snakemake.input.densities, strict=True))
+alternatives = iter(snakemake.input.models)  # models 1, 2, ... of each class in turn (rules/common.smk)
+models = {c: [next(alternatives) for _ in config.classes[c].models] for c in snakemake.params.classes}
 stages.simulate_tomogram(
     config,
     snakemake.wildcards.cls,
@@ -23,4 +25,5 @@ stages.simulate_tomogram(
     densities,
     snakemake.output[0],
     snakemake.output.motifs,
+    models,
 )
