@@ -473,6 +473,7 @@ def calibrate_noise(
     for done, path in enumerate(tomogram_paths, start=1):
         parts.append(ParticleSet.load(path))
         log.info("%s: read tomogram %d/%d (%s)", class_id, done, len(tomogram_paths), path)
+    drawn = [part.attrs.pop("model_index", None) for part in parts]  # per tomogram, joined below
     particles = concatenate(parts)
     if particles.noise is None:
         raise ValueError(
@@ -498,8 +499,10 @@ def calibrate_noise(
         "ground_truth": [part.attrs["provenance"].get("tomogram", {}).get("ground_truth") for part in parts],
         "provenance": provenance(config.model_dump(mode="json"), seed=config.sample.seed),
     }
-    if any("model_index" in part.attrs for part in parts):
-        attrs["model_index"] = [m for part in parts for m in part.attrs.get("model_index", [0] * len(part))]
+    if any(models is not None for models in drawn):
+        attrs["model_index"] = [
+            m for part, models in zip(parts, drawn, strict=True) for m in models or [0] * len(part)
+        ]
     medians = ", ".join(
         f"{level:g}→{median:.4g}" for level, median in zip(levels, np.median(measured, axis=0), strict=True)
     )

@@ -79,7 +79,14 @@ from cryoengine.physics.projector import TiltGeometry, project_volume_to_tilts
 from cryoengine.physics.reconstruction import reconstruct_tilts_to_volume
 from cryoengine.physics.tilt import TiltScheme, apply_ctf_and_exposure_to_tilts, draw_detector_noise_tilts
 
-__all__ = ["ClassModels", "ImagedParticles", "ImagingSettings", "RealismSettings", "simulate_particles"]
+__all__ = [
+    "ClassModels",
+    "ImagedParticles",
+    "ImagingSettings",
+    "RealismSettings",
+    "draw_particle_models",
+    "simulate_particles",
+]
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +392,7 @@ def simulate_particles(
     log.info("%d noise realisations reconstructed (%s)", realisations, s.reconstruction_method)
 
     streams = dict(zip(_EFFECT_STREAMS, rng.spawn(len(_EFFECT_STREAMS)), strict=True))
-    model_index = _draw_models(placements.class_index, models, rng.spawn(1)[0]) if models else None
+    model_index = draw_particle_models(placements.class_index, models, rng.spawn(1)[0]) if models else None
     variants, b_factors = _particle_variants(
         densities, placements, s.voxel_size_A, effects, streams, models, model_index
     )
@@ -507,10 +514,25 @@ def simulate_particles(
     )
 
 
-def _draw_models(
+def draw_particle_models(
     class_index: np.ndarray, models: Mapping[int, ClassModels], rng: np.random.Generator
 ) -> np.ndarray:
-    """Draw the `(M,)` model of each placed particle (0 for classes of one model), in placement order."""
+    """Draw the model of each placed particle, one draw per particle of a class with several models.
+
+    Parameters
+    ----------
+    class_index
+        `(M,)` class index of each placed particle.
+    models
+        Class index → its models; particles of the classes left out keep model 0 and draw nothing.
+    rng
+        The model stream (module docstring); drawn in placement order.
+
+    Returns
+    -------
+    numpy.ndarray
+        `(M,)` int64 model index of each particle.
+    """
     drawn = np.zeros(len(class_index), dtype=np.int64)
     for i, k in enumerate(class_index):
         if int(k) in models:
