@@ -313,6 +313,31 @@ def test_a_changed_class_resimulates_its_tomograms_and_those_it_crowds_only(agai
 
 
 @pytest.mark.slow  # runs the workflow
+def test_an_alternative_model_reruns_only_the_jobs_of_its_class_and_is_recorded(again, tmp_path):
+    def add_model(config):
+        config["classes"]["ring5"]["models"] = [{"kind": "phantom", "shape": "ring", "seed": 99}]
+
+    jobs = rules_of(changed(again, tmp_path, add_model))
+    touched = tomograms_touched_by(again, "ring5")
+    assert jobs["density_model"] == {"ring5"} and "density" not in jobs and "fetch_structure" not in jobs
+    assert jobs["simulate"] == touched
+    assert jobs["noise"] == jobs["shard"] == {cls for cls, _ in touched}
+    workdir = tmp_path / "changed"
+    run_ok(workdir, "all")
+    assert (workdir / "results" / "density" / "ring5.model1.mrc").is_file()
+    attrs = open_dataset(workdir / "results" / "dataset.zarr").class_group("ring5").attrs.asdict()
+    targets = [
+        table.loc[table["cryoengineRole"] == "target", "cryoengineModel"].tolist()
+        for table in (
+            starfile.read(path)
+            for path in sorted((workdir / "results" / "particles" / "ring5").glob("*.star"))
+        )
+    ]
+    assert attrs["model_index"] == [m for drawn in targets for m in drawn]
+    assert set(attrs["model_index"]) <= {0, 1} and attrs["source"]["models"][0]["seed"] == 99
+
+
+@pytest.mark.slow  # runs the workflow
 def test_a_changed_tilt_step_resimulates_every_tomogram_but_no_density(again, tmp_path):
     jobs = rules_of(changed(again, tmp_path, lambda config: config["tilt"].__setitem__("step_deg", 10.0)))
     assert len(jobs["simulate"]) == 8 and "density" not in jobs and "fetch_structure" not in jobs
