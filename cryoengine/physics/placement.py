@@ -32,6 +32,11 @@ __all__ = [
 
 # Anchors drawn per vectorised batch while searching for a free position.
 _ANCHOR_BATCH = 64
+#: Positions tried per particle before placement gives up. Dense crowding with touching cores (config.yaml:
+#: 0.1 of the slab plus the background) jams small classes at 1,000 tries; the search stops at the first free
+#: position, so raising the bound from 1,000 changed only slabs in which some particle needed more than 960
+#: tries (where the last batch of the old bound was cut to 40 draws).
+MAX_PLACEMENT_ATTEMPTS = 20_000
 #: A rotated support voxel is occupied when linear interpolation of the 0/1 mask exceeds this: every voxel
 #: that a support voxel contributes to with non-negligible weight, a conservative (slightly grown) mask.
 ROTATED_SUPPORT_LEVEL = 0.01
@@ -132,7 +137,7 @@ def place_particles(
     rng: np.random.Generator,
     *,
     target_box: int | None = None,
-    max_attempts: int = 1000,
+    max_attempts: int = MAX_PLACEMENT_ATTEMPTS,
     rotated_support_level: float = ROTATED_SUPPORT_LEVEL,
 ) -> Placements:
     """Place target particles, then crowders, at uniform orientations and non-overlapping positions.
