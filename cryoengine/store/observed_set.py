@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cryoengine.formats.atomic_write import atomic_path
 from cryoengine.store.fields import OBSERVED_FIELDS, expected_shape
-from cryoengine.store.particle_set import ParticleFileError
+from cryoengine.store.particle_set import ParticleFileError, read_npz, write_npz
 
 __all__ = ["ObservedParticles"]
 
@@ -99,23 +97,14 @@ class ObservedParticles:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically as an uncompressed ``.npz``; return ``path``."""
-        path = Path(path)
-        arrays: dict[str, Any] = {**self.arrays(), "label": self.label}
-        arrays["attrs"] = np.array(json.dumps(self.attrs))
-        with atomic_path(path) as tmp, tmp.open("wb") as file:
-            np.savez(file, **arrays)
-        return path
+        return write_npz(path, {**self.arrays(), "label": self.label}, self.attrs)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ObservedParticles:
         """Read a file written by :meth:`save` (:class:`~.particle_set.ParticleFileError` if unreadable)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"observed particle file {path} does not exist")
+        contents = read_npz(path, "observed particle file")
         try:
-            with path.open("rb") as file, np.load(file, allow_pickle=False) as npz:
-                contents = {name: npz[name] for name in npz.files}
             attrs = json.loads(str(contents.pop("attrs")))
             return cls(**contents, attrs=attrs)
-        except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        except (ValueError, KeyError, TypeError) as error:
             raise ParticleFileError(f"{path} is not a readable observed particle file: {error}") from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -148,12 +148,8 @@ class ParticleSet:
         Path
             ``path``.
         """
-        path = Path(path)
         arrays = {name: getattr(self, name) for name in _DTYPES if getattr(self, name) is not None}
-        arrays["attrs"] = np.array(json.dumps(self.attrs, sort_keys=True))
-        with atomic_path(path) as tmp, tmp.open("wb") as file:
-            np.savez(file, **arrays)
-        return path
+        return write_npz(path, arrays, self.attrs)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ParticleSet:
@@ -176,16 +172,7 @@ class ParticleSet:
         ParticleFileError
             If the file is truncated, corrupt (zip CRC) or lacks a required field, naming ``path``.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"particle set file {path} does not exist")
-        try:
-            with path.open("rb") as file, np.load(file, allow_pickle=False) as npz:
-                contents = {name: npz[name] for name in npz.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            raise ParticleFileError(
-                f"{path} is not a readable particle set (truncated or corrupt): {error}"
-            ) from None
+        contents = read_npz(path, "particle set")
         missing = [name for name in ("attrs", *_DTYPES) if name not in contents and name not in _OPTIONAL]
         if missing:
             raise ParticleFileError(f"{path} is not a particle set: missing field(s) {', '.join(missing)}")
@@ -194,6 +181,38 @@ class ParticleSet:
             return cls(**contents, attrs=attrs)
         except (TypeError, ValueError) as error:
             raise ParticleFileError(f"{path} holds an invalid particle set: {error}") from None
+
+
+def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], attrs: dict[str, Any]) -> Path:
+    """Write ``arrays`` and ``attrs`` (JSON, under ``"attrs"``) atomically as an uncompressed ``.npz``.
+
+    The one writer of the intermediates (:class:`ParticleSet`, :class:`~.observed_set.ObservedParticles`).
+    """
+    path = Path(path)
+    contents: dict[str, Any] = {**arrays, "attrs": np.array(json.dumps(attrs, sort_keys=True))}
+    with atomic_path(path) as tmp, tmp.open("wb") as file:
+        np.savez(file, **contents)
+    return path
+
+
+def read_npz(path: str | os.PathLike[str], kind: str) -> dict[str, np.ndarray]:
+    """Read every array of an ``.npz`` written by :func:`write_npz` (``attrs`` still a JSON string).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ParticleFileError
+        If the file is truncated or corrupt (zip CRC), naming ``path`` and ``kind`` (e.g. "particle set").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} file {path} does not exist")
+    try:
+        with path.open("rb") as file, np.load(file, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ParticleFileError(f"{path} is not a readable {kind} (truncated or corrupt): {error}") from None
 
 
 def concatenate(sets: Sequence[ParticleSet]) -> ParticleSet:
