@@ -77,6 +77,7 @@ def test_with_every_effect_on_the_same_seed_gives_the_same_bytes(densities, tmp_
     first = _simulate(config, densities, tmp_path / "a" / "t0.npz")
     again = _simulate(config, densities, tmp_path / "b" / "t0.npz")
     assert _digest(first) == _digest(again) != IDEALISED_SHA256
+    assert np.all(np.isfinite(first.clean)) and first.clean.std() > 0
     assert _digest(first) != _digest(_simulate(config, densities, tmp_path / "c" / "t1.npz", tomogram=1))
     for name in ("tomogram", "labels"):
         a, voxel_A = read_volume(tmp_path / "a" / f"t0.{name}.mrc")
