@@ -22,7 +22,7 @@ import mrcfile
 import numpy as np
 
 from cryoengine.formats.copick_layout import CopickProject, write_copick_config, write_copick_tomogram
-from cryoengine.formats.mrc_tomogram import open_mrc_tomogram
+from cryoengine.formats.mrc import open_mrc_tomogram
 from cryoengine.physics.box_cutting import cut_subtomograms
 
 VOXEL_A = 7.84

@@ -24,8 +24,13 @@ from cryoengine.config import EngineConfig, FileSource, ImportSettings, MapSourc
 from cryoengine.formats.atomic_write import atomic_path
 from cryoengine.formats.copick_layout import CopickProject
 from cryoengine.formats.motif_list import write_motif_list
-from cryoengine.formats.mrc import read_volume, write_volume
-from cryoengine.formats.mrc_tomogram import TomogramFileError, mrc_tomogram_geometry, open_mrc_tomogram
+from cryoengine.formats.mrc import (
+    TomogramFileError,
+    mrc_tomogram_geometry,
+    open_mrc_tomogram,
+    read_volume,
+    write_volume,
+)
 from cryoengine.formats.particle_tables import (
     ParticleTable,
     ParticleTableError,

@@ -19,6 +19,7 @@ ALLOWED = {
         "cryoengine/formats/copick_layout.py",
     },  # the store, and users' copick OME-Zarr tomograms
     "e3nn": {"aptvit/models/steerable.py"},
+    "mrcfile": {"cryoengine/formats/mrc.py"},
     "gemmi": {
         "cryoengine/structure/atoms.py",
         "cryoengine/structure/fetch.py",

@@ -35,7 +35,8 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from cryoengine.formats.particle_tables import TABLE_COLUMNS, ParticleTable, TomogramGeometry
+from cryoengine.formats.mrc import TomogramGeometry
+from cryoengine.formats.particle_tables import TABLE_COLUMNS, ParticleTable
 
 __all__ = [
     "CopickLayoutError",

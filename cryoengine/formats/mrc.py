@@ -1,4 +1,8 @@
-"""MRC volume files: atomic writes with the voxel size in the header and provenance beside them.
+"""MRC files: density volumes written and read whole, users' tomograms memory-mapped.
+
+Volumes are written atomically with the voxel size in the header and provenance beside them. A user's
+tomogram is memory-mapped (:func:`open_mrc_tomogram`), so that cutting boxes reads only their regions (the
+array is valid while the context is open). The only module that imports mrcfile.
 
 Provenance is too long for the MRC header's ten 80-character labels, so the labels carry a short stamp
 and the full record goes to ``<file>.json``, written before the map so that a map never lacks it.
@@ -7,8 +11,12 @@ and the full record goes to ``<file>.json``, written before the map so that a ma
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +25,15 @@ import numpy as np
 
 from cryoengine.formats.atomic_write import atomic_path
 
-__all__ = ["MrcError", "read_volume", "write_volume"]
+__all__ = [
+    "MrcError",
+    "TomogramFileError",
+    "TomogramGeometry",
+    "mrc_tomogram_geometry",
+    "open_mrc_tomogram",
+    "read_volume",
+    "write_volume",
+]
 
 
 class MrcError(ValueError):
@@ -148,3 +164,94 @@ def _check_size_fits_header(path: Path) -> None:
             f"{path} is not a readable MRC file: its header says {nx}×{ny}×{nz} voxels of mode {mode} "
             f"({needed} bytes), the file has {size}"
         )
+
+
+@dataclass(frozen=True)
+class TomogramGeometry:
+    """What a reader needs to know of a tomogram: its shape and voxel (from its header).
+
+    Attributes
+    ----------
+    shape_zyx
+        Voxel counts ``(nz, ny, nx)``.
+    voxel_size_A
+        Voxel (Å); 0 or NaN when the header has none.
+    source
+        Where it was read (for messages).
+    """
+
+    shape_zyx: tuple[int, int, int]
+    voxel_size_A: float
+    source: str = ""
+
+    @property
+    def size_zyx_A(self) -> np.ndarray:
+        """`(3,)` extent in Å (NaN without a voxel size)."""
+        voxel = self.voxel_size_A if math.isfinite(self.voxel_size_A) and self.voxel_size_A > 0 else math.nan
+        return np.asarray(self.shape_zyx, dtype=np.float64) * voxel
+
+
+class TomogramFileError(ValueError):
+    """A tomogram file that is missing or not a 3D volume (the message names the file)."""
+
+
+@contextmanager
+def open_mrc_tomogram(path: str | os.PathLike[str]) -> Iterator[tuple[np.ndarray, TomogramGeometry]]:
+    """Memory-map an MRC tomogram read-only.
+
+    Parameters
+    ----------
+    path
+        ``.mrc`` / ``.rec`` / ``.map`` file holding one 3D volume.
+
+    Yields
+    ------
+    data : np.ndarray
+        `(nz, ny, nx)` memory map (no data is read until sliced).
+    geometry : TomogramGeometry
+        Shape and header voxel (0 when the header has none; anisotropic voxels are an error).
+
+    Raises
+    ------
+    TomogramFileError
+        Missing file, unreadable header, an image stack or 2D image, or anisotropic voxels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TomogramFileError(f"tomogram {path} does not exist")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # header quirks of other programs
+            mrc = mrcfile.mmap(path, mode="r", permissive=True)
+    except (ValueError, OSError, EOFError) as error:
+        raise TomogramFileError(f"{path} is not a readable MRC file ({error})") from None
+    with mrc:
+        data = mrc.data
+        if data is None or data.ndim != 3 or mrc.is_image_stack() or min(data.shape) < 2:
+            shape = None if data is None else data.shape
+            raise TomogramFileError(
+                f"{path} is not a 3D volume (data shape {shape}, header ispg {int(mrc.header.ispg)})"
+            )
+        spacing = mrc.voxel_size
+        voxels = [float(spacing.z), float(spacing.y), float(spacing.x)]
+        if voxels[2] > 0 and not np.allclose(voxels, voxels[2], rtol=1e-4):
+            raise TomogramFileError(f"{path} has anisotropic voxels (z, y, x) = {voxels} Å")
+        shape_zyx = (int(data.shape[0]), int(data.shape[1]), int(data.shape[2]))
+        yield data, TomogramGeometry(shape_zyx, voxels[2], str(path))
+
+
+def mrc_tomogram_geometry(path: str | os.PathLike[str]) -> TomogramGeometry:
+    """Shape and header voxel of an MRC tomogram (reads the header only).
+
+    Parameters
+    ----------
+    path
+        MRC tomogram.
+
+    Returns
+    -------
+    TomogramGeometry
+        As :func:`open_mrc_tomogram` yields it.
+    """
+    with open_mrc_tomogram(path) as (_, geometry):
+        return geometry

@@ -61,13 +61,13 @@ import numpy as np
 import pandas as pd
 import starfile
 
+from cryoengine.formats.mrc import TomogramGeometry
 from cryoengine.physics.rotation import relion_euler_deg_to_rotation, rotation_to_relion_euler_deg
 
 __all__ = [
     "TABLE_COLUMNS",
     "ParticleTable",
     "ParticleTableError",
-    "TomogramGeometry",
     "read_csv_particles",
     "read_tomogram_names",
     "read_relion5_particles",
@@ -100,31 +100,6 @@ _WARP_PIXEL_SUFFIX = re.compile(r"_\d+(\.\d+)?Apx$")
 
 class ParticleTableError(ValueError):
     """A particle file that cannot be read as particles (the message names the file and the field)."""
-
-
-@dataclass(frozen=True)
-class TomogramGeometry:
-    """What a reader needs to know of a tomogram: its shape and voxel (from its header).
-
-    Attributes
-    ----------
-    shape_zyx
-        Voxel counts ``(nz, ny, nx)``.
-    voxel_size_A
-        Voxel (Å); 0 or NaN when the header has none.
-    source
-        Where it was read (for messages).
-    """
-
-    shape_zyx: tuple[int, int, int]
-    voxel_size_A: float
-    source: str = ""
-
-    @property
-    def size_zyx_A(self) -> np.ndarray:
-        """`(3,)` extent in Å (NaN without a voxel size)."""
-        voxel = self.voxel_size_A if _positive(self.voxel_size_A) else math.nan
-        return np.asarray(self.shape_zyx, dtype=np.float64) * voxel
 
 
 @dataclass(frozen=True)

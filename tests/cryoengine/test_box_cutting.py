@@ -4,7 +4,7 @@ import mrcfile
 import numpy as np
 import pytest
 
-from cryoengine.formats.mrc_tomogram import TomogramFileError, open_mrc_tomogram
+from cryoengine.formats.mrc import TomogramFileError, open_mrc_tomogram
 from cryoengine.physics.box_cutting import ParticleOutsideTomogramError, cut_subtomograms
 from cryoengine.physics.extraction import extract_subtomograms
 

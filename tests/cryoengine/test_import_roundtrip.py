@@ -18,8 +18,8 @@ from particle_factory import BOX as FACTORY_BOX
 from particle_factory import LEVELS, make_particles
 
 from cryoengine.formats.copick_layout import CopickLayoutError, CopickProject
-from cryoengine.formats.mrc_tomogram import mrc_tomogram_geometry, open_mrc_tomogram
-from cryoengine.formats.particle_tables import ParticleTableError, TomogramGeometry, read_relion5_particles
+from cryoengine.formats.mrc import TomogramGeometry, mrc_tomogram_geometry, open_mrc_tomogram
+from cryoengine.formats.particle_tables import ParticleTableError, read_relion5_particles
 from cryoengine.formats.relion_export import export_class
 from cryoengine.physics.box_cutting import ParticleOutsideTomogramError, cut_subtomograms
 from cryoengine.physics.extraction import extract_subtomograms

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import starfile
 
+from cryoengine.formats.mrc import TomogramGeometry
 from cryoengine.formats.particle_tables import (
     TABLE_COLUMNS,
     ParticleTableError,
-    TomogramGeometry,
     read_csv_particles,
     read_relion5_particles,
     read_warp_particles,
