@@ -11,7 +11,8 @@ adds the threads' times), on CUDA per wall second. The forward pass is the encod
 argmax selection; the training step is forward + backward of the whole encoder with the straight-through
 Gumbel selection, without an optimizer step. The selector's share is the phase sampler alone (scoring,
 selection, roll; in training also its backward, fed the same upstream gradient shape the patch embedding
-sends) against the whole encoder in the same mode. FLOPs count matmuls, convolutions and attention (2 per
+sends) against the whole encoder in the same mode; the scorer's share is the scoring alone (scorer and
+standardisation, forward + backward from the scores) against the training step. FLOPs count matmuls, convolutions and attention (2 per
 multiply-add), not FFTs or elementwise work. On CUDA the bf16 matmul rate of the device is measured first
 and the training FLOP rate is reported as a share of it (model FLOPs utilisation, MFU).
 """
@@ -144,15 +145,31 @@ def benchmark_variant(
         if rolled.requires_grad:  # the fixed grid has nothing to back-propagate into
             rolled.backward(upstream)
 
+    sampler = model.phase_sampler
+    upstream_scores = torch.randn(batch_size, model.patch_size**3, device=device)
+
+    def train_score() -> None:
+        model.zero_grad(set_to_none=True)
+        if sampler.scorer is not None:  # the fixed grid scores nothing
+            with autocast:
+                scores = sampler.score_phases(volume)
+            scores.backward(upstream_scores)
+
     model.train()  # drop-path is off by default, so train and eval mode compute alike; selection is explicit
     seconds = fastest_seconds(
-        {"forward": forward, "select": select, "train": train_step, "train_select": train_select},
+        {
+            "forward": forward,
+            "select": select,
+            "train": train_step,
+            "train_select": train_select,
+            "train_score": train_score,
+        },
         device,
         args.warmup,
         args.repeats,
         time.process_time if args.clock == "process" else time.perf_counter,
     )
-    forward_s, select_s, train_s, train_select_s = seconds.values()
+    forward_s, select_s, train_s, train_select_s, train_score_s = seconds.values()
     return {
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
         "selector_params": sum(p.numel() for p in model.phase_sampler.parameters()),
@@ -162,6 +179,7 @@ def benchmark_variant(
         "train_per_s": batch_size / train_s,
         "selector_share_forward": select_s / forward_s,
         "selector_share_train": train_select_s / train_s,
+        "scorer_share_train": train_score_s / train_s,
         "train_flop_rate": flops_train * batch_size / train_s,
     }
 
@@ -255,9 +273,10 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(
         "| variant | selector | batch | params (M) | selector params | GFLOP/sample fwd | fwd samples/s"
-        " | fwd+bwd samples/s | selector share fwd | selector share fwd+bwd | MFU (train) |"
+        " | fwd+bwd samples/s | selector share fwd | selector share fwd+bwd | scorer share fwd+bwd"
+        " | MFU (train) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.variants:
         for phase_selector in args.selectors:
             row = benchmark_variant(name, phase_selector, args, device)
@@ -266,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {name} | {phase_selector} | {row['batch_size']} | {row['params_M']:.2f} "
                 f"| {row['selector_params']:.0f} "
                 f"| {row['gflops_forward']:.2f} | {row['forward_per_s']:.1f} | {row['train_per_s']:.1f} "
-                f"| {row['selector_share_forward']:.1%} | {row['selector_share_train']:.1%} | {mfu} |",
+                f"| {row['selector_share_forward']:.1%} | {row['selector_share_train']:.1%} "
+                f"| {row['scorer_share_train']:.1%} | {mfu} |",
                 flush=True,
             )
     if args.ties:

@@ -168,33 +168,29 @@ def _circular_gaussian(size: int, sigma_vox: float) -> Tensor:
 
 
 @functools.lru_cache(maxsize=32)
-def _phase_dft_matrix(
+def _axis_matrices(
     size: int, patch_size: int, lowpass_sigma_vox: float, device: torch.device, dtype: torch.dtype
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Return the transform of one axis for ``component_power_spectra``, as a small and as a full matrix.
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Return one axis's matrices for ``component_power_spectra``, cached per shape, device and dtype.
 
-    Voxel ``x = p * j + k`` of the axis is voxel ``j`` of component ``k``; row ``p * a + k`` of
-    ``kron(R, I_p)`` (``R`` the real DFT of a component axis) is coefficient ``a`` of component ``k``.
-    Without low-pass, returns ``R`` `(size / p, size / p)` (see ``_transform_outer_axis``) and
-    ``kron(R, I_p)`` `(size, size)`; with a low-pass of ``lowpass_sigma_vox > 0``, the full matrix is
-    ``kron(R, I_p) G`` (``G`` the circulant Gaussian) for both. Last, the `(size / p,)` ``|f|`` of each
-    coefficient.
+    ``R`` `(size / p, size / p)` the real DFT of a component axis, the `(size / p,)` ``|f|`` of each of its
+    rows, and the circulant Gaussian `(size, size)` of the low-pass (None for ``lowpass_sigma_vox = 0``).
     """
     with torch.inference_mode(False):  # cached: must serve autograd even when first built for inference
         matrix, magnitudes = _real_dft_matrix(size // patch_size)
-        full = torch.kron(matrix, torch.eye(patch_size, dtype=torch.float64))
-        if lowpass_sigma_vox > 0:
-            full = full @ _circular_gaussian(size, lowpass_sigma_vox)
-            matrix = full
-        return matrix.to(device, dtype), full.to(device, dtype), magnitudes
+        lowpass = _circular_gaussian(size, lowpass_sigma_vox) if lowpass_sigma_vox > 0 else None
+        return matrix.to(device, dtype), magnitudes, None if lowpass is None else lowpass.to(device, dtype)
 
 
 def _transform_outer_axis(matrix: Tensor, field: Tensor) -> Tensor:
-    """``matrix`` `(m, m)` applied along the axis of size ``m`` that ``field`` `(N, m * L)` splits first.
+    """``matrix`` `(m, m)` applied along the leading axis of size ``m`` of each row of ``field`` `(N, m * L)`.
 
-    Applying ``kron(R, I_p)`` to an axis that has a whole trailing block ``L`` is ``R`` on the axis split as
-    ``(n, p L)``: ``n`` multiply-adds per output instead of ``size``, with a long, contiguous inner
-    dimension; one batched product that reads the matrix in place.
+    One batched product with a long, contiguous trailing dimension ``L`` that reads the matrix in place.
+
+    Returns
+    -------
+    Tensor
+        `(N, m, L)`.
     """
     field = field.reshape(field.shape[0], matrix.shape[1], -1)
     return torch.bmm(matrix.expand(field.shape[0], *matrix.shape), field)
@@ -205,9 +201,10 @@ def component_power_spectra(
 ) -> tuple[Tensor, Tensor]:
     """Power spectra of all polyphase components of a volume, by frequency orbit ``(|fz|, |fy|, |fx|)``.
 
-    The separable real DFT of every component is three matrix products over the whole volume (one per
-    axis, see ``_phase_dft_matrix`` and ``_transform_outer_axis``), without splitting the volume into
-    components first. Each squared
+    Voxel ``p * j + k`` of an axis is voxel ``j`` of the components of phase ``k``. The separable real DFT
+    of every component is two batched products over a leading axis (``_transform_outer_axis``): one along
+    z, then, after one copy that moves the coarse y and x indices ahead of the phases, one with
+    ``kron(R_y, R_x)``; the result is coefficient-major. Each squared
     coefficient belongs to one orbit of frequencies under sign flips of the axes; the coefficients of an
     orbit sum to its share of the component's power, so ``sum W(|f|) power = sum_f W(f) |DFT(f)|² / n``
     over the component's full spectrum (``n`` voxels) for every ``W`` constant on those orbits (any
@@ -222,8 +219,8 @@ def component_power_spectra(
         Patch size ``p``.
     lowpass_sigma_vox : float
         Standard deviation (voxels, >= 0) of a circular Gaussian low-pass of the whole volume before its
-        split into components (folded into the transforms; 0: none). It commutes with circular shifts
-        and with the 24 rotations of a cubic grid.
+        split into components (one product with the circulant per axis; 0: none). It commutes with
+        circular shifts and with the 24 rotations of a cubic grid.
 
     Returns
     -------
@@ -235,25 +232,26 @@ def component_power_spectra(
         raise ValueError(f"lowpass_sigma_vox must be >= 0, got {lowpass_sigma_vox}")
     p = patch_size
     batch, channels, depth, height, width = volume.shape
-    matrices = [
-        _phase_dft_matrix(size, p, float(lowpass_sigma_vox), volume.device, volume.dtype)
+    axes = [
+        _axis_matrices(size, p, float(lowpass_sigma_vox), volume.device, volume.dtype)
         for size in (depth, height, width)
     ]
-    # x is the innermost axis: one dense product with kron(R, I_p); y and z carry a trailing block each.
-    along_x = volume.reshape(-1, width) @ matrices[2][1].T
-    along_y = _transform_outer_axis(matrices[1][0], along_x.reshape(-1, height * width))
-    along_z = _transform_outer_axis(matrices[0][0], along_y.reshape(batch * channels, -1))
-    blocks = along_z.reshape(batch, channels, depth // p, p, height // p, p, width // p, p)
-    # Coefficient-major, component-minor. Without autograd, squared and permuted in one pass (into the
-    # output's permuted view; out= records no graph).
-    if torch.is_grad_enabled() and volume.requires_grad:
-        power = blocks.square().permute(0, 1, 2, 4, 6, 3, 5, 7)
-    else:
-        power = volume.new_empty(batch, channels, depth // p, height // p, width // p, p, p, p)
-        torch.square(blocks, out=power.permute(0, 1, 2, 5, 3, 6, 4, 7))
-    power = power.reshape(batch, channels, -1, p**3)
-    magnitudes = torch.meshgrid(*(magnitude for _, _, magnitude in matrices), indexing="ij")
-    return power, torch.stack(magnitudes, dim=-1).reshape(-1, 3)
+    along_z, along_y, along_x = axes
+    if lowpass_sigma_vox > 0:
+        volume = (volume.reshape(-1, width) @ along_x[2]).reshape(volume.shape)  # circulants are symmetric
+        volume = _transform_outer_axis(along_y[2], volume.reshape(-1, height * width)).reshape(volume.shape)
+        volume = _transform_outer_axis(along_z[2], volume.reshape(batch * channels, -1)).reshape(volume.shape)
+    # z first, over the coarse z index that leads each volume; then one copy moves the coarse y and x
+    # indices ahead of the phases, and one product with kron(R_y, R_x) transforms both.
+    along_z_coefficients = _transform_outer_axis(along_z[0], volume.reshape(batch * channels, -1))
+    blocks = along_z_coefficients.reshape(batch * channels * (depth // p), p, height // p, p, width // p, p)
+    coarse_first = blocks.permute(0, 2, 4, 1, 3, 5).reshape(blocks.shape[0], -1)
+    coefficients = _transform_outer_axis(torch.kron(along_y[0], along_x[0]), coarse_first)
+    # In place where no graph needs the coefficients.
+    needs_graph = torch.is_grad_enabled() and coefficients.requires_grad
+    power = coefficients.square() if needs_graph else coefficients.square_()
+    magnitudes = torch.meshgrid(*(magnitude for _, magnitude, _ in axes), indexing="ij")
+    return power.reshape(batch, channels, -1, p**3), torch.stack(magnitudes, dim=-1).reshape(-1, 3)
 
 
 @functools.lru_cache(maxsize=32)
@@ -500,14 +498,12 @@ class SteerableScorer(nn.Module):
         power, _ = component_power_spectra(volume, patch_size, self.lowpass_sigma_vox)  # (B, C, F, p³)
         weights = self.spectral_weights(component_shape) / math.prod(component_shape)  # (energies, F)
         batch, channels, _, num_phases = power.shape
-        # Mean squared irrep norm over each component, (B C, p³, energies); bmm reads the transposed power
-        # and the broadcast weights in place (a broadcasting matmul would copy them).
-        energies = torch.bmm(
-            power.flatten(0, 1).transpose(1, 2), weights.T.expand(batch * channels, *weights.T.shape)
-        )
+        # Mean squared irrep norm over each component, (B C, energies, p³): the weights on the left, so that
+        # the product's long dimension is the phases and both operands are read in place.
+        energies = torch.bmm(weights.expand(batch * channels, *weights.shape), power.flatten(0, 1))
         # The floor keeps the gradient finite on an all-zero input.
         amplitudes = (energies + torch.finfo(energies.dtype).tiny).sqrt()
-        features = amplitudes.reshape(batch, channels, num_phases, -1).transpose(1, 2).flatten(2)
+        features = amplitudes.reshape(batch, -1, num_phases).transpose(1, 2)  # (B, p³, C energies)
         scores = self.mlp(features).squeeze(-1)
         if self.phase_smoothing_sigma > 0 and patch_size > 1:
             smoothing = _circular_gaussian(patch_size, self.phase_smoothing_sigma).to(scores)
