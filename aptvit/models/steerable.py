@@ -168,18 +168,13 @@ def _circular_gaussian(size: int, sigma_vox: float) -> Tensor:
 
 
 @functools.lru_cache(maxsize=32)
-def _axis_matrices(
-    size: int, patch_size: int, lowpass_sigma_vox: float, device: torch.device, dtype: torch.dtype
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Return one axis's matrices for ``component_power_spectra``, cached per shape, device and dtype.
-
-    ``R`` `(size / p, size / p)` the real DFT of a component axis, the `(size / p,)` ``|f|`` of each of its
-    rows, and the circulant Gaussian `(size, size)` of the low-pass (None for ``lowpass_sigma_vox = 0``).
-    """
+def _component_dft(
+    size: int, patch_size: int, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """Return the real DFT ``R`` `(n, n)` of a component axis (``n = size / p``) and its rows' ``|f|``."""
     with torch.inference_mode(False):  # cached: must serve autograd even when first built for inference
         matrix, magnitudes = _real_dft_matrix(size // patch_size)
-        lowpass = _circular_gaussian(size, lowpass_sigma_vox) if lowpass_sigma_vox > 0 else None
-        return matrix.to(device, dtype), magnitudes, None if lowpass is None else lowpass.to(device, dtype)
+        return matrix.to(device, dtype), magnitudes
 
 
 def _transform_outer_axis(matrix: Tensor, field: Tensor) -> Tensor:
@@ -194,6 +189,24 @@ def _transform_outer_axis(matrix: Tensor, field: Tensor) -> Tensor:
     """
     field = field.reshape(field.shape[0], matrix.shape[1], -1)
     return torch.bmm(matrix.expand(field.shape[0], *matrix.shape), field)
+
+
+@functools.lru_cache(maxsize=32)
+def _lowpass_circulant(size: int, sigma_vox: float, device: torch.device, dtype: torch.dtype) -> Tensor:
+    with torch.inference_mode(False):  # cached: must serve autograd even when first built for inference
+        return _circular_gaussian(size, sigma_vox).to(device, dtype)
+
+
+def _circular_lowpass(volume: Tensor, sigma_vox: float) -> Tensor:
+    """Filter `(B, C, D, H, W)` by a circular Gaussian of ``sigma_vox``: one circulant product per axis."""
+    batch, channels, depth, height, width = volume.shape
+    circulant_z, circulant_y, circulant_x = (
+        _lowpass_circulant(size, sigma_vox, volume.device, volume.dtype) for size in (depth, height, width)
+    )
+    filtered = volume.reshape(-1, width) @ circulant_x  # circulant Gaussians are symmetric
+    filtered = _transform_outer_axis(circulant_y, filtered.reshape(-1, height * width))
+    filtered = _transform_outer_axis(circulant_z, filtered.reshape(batch * channels, -1))
+    return filtered.reshape(volume.shape)
 
 
 def component_power_spectra(
@@ -232,25 +245,21 @@ def component_power_spectra(
         raise ValueError(f"lowpass_sigma_vox must be >= 0, got {lowpass_sigma_vox}")
     p = patch_size
     batch, channels, depth, height, width = volume.shape
-    axes = [
-        _axis_matrices(size, p, float(lowpass_sigma_vox), volume.device, volume.dtype)
-        for size in (depth, height, width)
-    ]
-    along_z, along_y, along_x = axes
     if lowpass_sigma_vox > 0:
-        volume = (volume.reshape(-1, width) @ along_x[2]).reshape(volume.shape)  # circulants are symmetric
-        volume = _transform_outer_axis(along_y[2], volume.reshape(-1, height * width)).reshape(volume.shape)
-        volume = _transform_outer_axis(along_z[2], volume.reshape(batch * channels, -1)).reshape(volume.shape)
+        volume = _circular_lowpass(volume, float(lowpass_sigma_vox))
+    (along_z, _), (along_y, _), (along_x, _) = axes = [
+        _component_dft(size, p, volume.device, volume.dtype) for size in (depth, height, width)
+    ]
     # z first, over the coarse z index that leads each volume; then one copy moves the coarse y and x
     # indices ahead of the phases, and one product with kron(R_y, R_x) transforms both.
-    along_z_coefficients = _transform_outer_axis(along_z[0], volume.reshape(batch * channels, -1))
+    along_z_coefficients = _transform_outer_axis(along_z, volume.reshape(batch * channels, -1))
     blocks = along_z_coefficients.reshape(batch * channels * (depth // p), p, height // p, p, width // p, p)
     coarse_first = blocks.permute(0, 2, 4, 1, 3, 5).reshape(blocks.shape[0], -1)
-    coefficients = _transform_outer_axis(torch.kron(along_y[0], along_x[0]), coarse_first)
+    coefficients = _transform_outer_axis(torch.kron(along_y, along_x), coarse_first)
     # In place where no graph needs the coefficients.
     needs_graph = torch.is_grad_enabled() and coefficients.requires_grad
     power = coefficients.square() if needs_graph else coefficients.square_()
-    magnitudes = torch.meshgrid(*(magnitude for _, magnitude, _ in axes), indexing="ij")
+    magnitudes = torch.meshgrid(*(magnitude for _, magnitude in axes), indexing="ij")
     return power.reshape(batch, channels, -1, p**3), torch.stack(magnitudes, dim=-1).reshape(-1, 3)
 
 
