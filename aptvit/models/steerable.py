@@ -197,13 +197,21 @@ def _lowpass_circulant(size: int, sigma_vox: float, device: torch.device, dtype:
         return _circular_gaussian(size, sigma_vox).to(device, dtype)
 
 
-def _circular_lowpass(volume: Tensor, sigma_vox: float) -> Tensor:
-    """Filter `(B, C, D, H, W)` by a circular Gaussian of ``sigma_vox``: one circulant product per axis."""
+@functools.lru_cache(maxsize=32)
+def _transfer_circulant(size: int, sigma_vox: float, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Return the circulant `(size, size)` whose DFT is the Gaussian ``exp(-2π² σ² (f / size)²)``."""
+    with torch.inference_mode(False):
+        gain = torch.exp(-2 * math.pi**2 * sigma_vox**2 * torch.fft.fftfreq(size, dtype=torch.float64) ** 2)
+        kernel = torch.fft.ifft(gain).real  # even in the lag
+        lag = torch.arange(size)
+        return kernel[(lag[:, None] - lag[None]) % size].to(device, dtype)
+
+
+def _apply_circulants(volume: Tensor, circulants_zyx: list[Tensor]) -> Tensor:
+    """Filter `(B, C, D, H, W)` circularly by one symmetric circulant per axis, ``(z, y, x)``."""
     batch, channels, depth, height, width = volume.shape
-    circulant_z, circulant_y, circulant_x = (
-        _lowpass_circulant(size, sigma_vox, volume.device, volume.dtype) for size in (depth, height, width)
-    )
-    filtered = volume.reshape(-1, width) @ circulant_x  # circulant Gaussians are symmetric
+    circulant_z, circulant_y, circulant_x = circulants_zyx
+    filtered = volume.reshape(-1, width) @ circulant_x  # symmetric: the product along x
     filtered = _transform_outer_axis(circulant_y, filtered.reshape(-1, height * width))
     filtered = _transform_outer_axis(circulant_z, filtered.reshape(batch * channels, -1))
     return filtered.reshape(volume.shape)
@@ -246,7 +254,11 @@ def component_power_spectra(
     p = patch_size
     batch, channels, depth, height, width = volume.shape
     if lowpass_sigma_vox > 0:
-        volume = _circular_lowpass(volume, float(lowpass_sigma_vox))
+        sigma = float(lowpass_sigma_vox)
+        volume = _apply_circulants(
+            volume,
+            [_lowpass_circulant(size, sigma, volume.device, volume.dtype) for size in volume.shape[2:]],
+        )
     (along_z, _), (along_y, _), (along_x, _) = axes = [
         _component_dft(size, p, volume.device, volume.dtype) for size in (depth, height, width)
     ]
@@ -278,41 +290,6 @@ def _kernel_dft(
         return phase.cos().to(device, dtype), phase.sin().to(device, dtype)  # (F, k³) each
 
 
-def _half_spectrum_multiplicity(width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """`(W/2 + 1, 1)`: how many frequencies of the full spectrum each ``rfft`` slice stands for (1 or 2)."""
-    multiplicity = torch.full((width // 2 + 1, 1), 2.0, device=device, dtype=dtype)
-    multiplicity[0] = 1.0
-    if width % 2 == 0:
-        multiplicity[-1] = 1.0
-    return multiplicity
-
-
-def _next_frequency_products(spectrum: Tensor, width: int) -> list[Tensor]:
-    """``sum_f S(f) conj(S(f + e_axis))`` over the full spectrum of a real signal, from its half spectrum.
-
-    ``spectrum`` `(B, C, D, H, W/2 + 1, 2)` is ``rfftn`` over the last three axes as real pairs (complex
-    elementwise products are slow on the CPU). A term and its mirror ``-f - e_axis`` are equal, so the half
-    spectrum (multiplicity 2 off the self-mirrored slices) suffices; along the halved axis the mirror pairs
-    slice ``c`` with ``-c - 1``. Returns `(B, 2)` (real, imaginary) for z, y and x.
-    """
-    multiplicity = _half_spectrum_multiplicity(width, spectrum.device, spectrum.dtype)
-
-    def products(first: Tensor, second: Tensor) -> Tensor:  # sum first conj(second), as (real, imaginary)
-        real = (first * second).sum(dim=(1, 2, 3, 4, 5))
-        imaginary = (first[..., 1] * second[..., 0] - first[..., 0] * second[..., 1]).sum(dim=(1, 2, 3, 4))
-        return torch.stack((real, imaginary), dim=1)
-
-    weighted = spectrum * multiplicity
-    along = [products(weighted, torch.roll(spectrum, -1, dims=dim)) for dim in (2, 3)]
-    along_x = 2 * products(spectrum[..., :-1, :], spectrum[..., 1:, :])
-    if width % 2 == 1:  # the self-mirrored slice c = (W - 1)/2: its next slice is its conjugate, negated f
-        last = spectrum[..., -1:, :]
-        conjugate = last.new_tensor([1.0, -1.0])
-        following = torch.roll(torch.flip(last, dims=(2, 3)), (1, 1), dims=(2, 3)) * conjugate
-        along_x = along_x + products(last, following)
-    return [*along, along_x]
-
-
 def centring_scores(volume: Tensor, patch_size: int, sigma_vox: float) -> Tensor:
     """Score each phase by how close it brings the low-passed energy's circular centroid to a patch middle.
 
@@ -320,8 +297,8 @@ def centring_scores(volume: Tensor, patch_size: int, sigma_vox: float) -> Tensor
     ``exp(-2π² σ² (f / size)²)``, summed over channels and the other axes) has the circular centroid
     ``c = size / 2π arg A`` and resultant length ``R = |A| / sum_x w(x)``, ``A = sum_x w(x) exp(2πi x /
     size)``; phase ``k`` scores ``sum_axes R cos(2π (k - c + p/2) / p)``, largest for
-    ``k = round(c - p/2) mod p``. By Parseval ``A = sum_f L(f) conj(L(f + e_axis)) / n`` and
-    ``sum_x w = sum_f |L(f)|² / n`` (``L`` the low-passed spectrum): one FFT, no real-space filtering.
+    ``k = round(c - p/2) mod p``. The low-pass is one circulant product per axis (the circulant of that
+    transfer function), the energy's marginals are three sums, and ``A`` is one small product each.
 
     Parameters
     ----------
@@ -339,24 +316,23 @@ def centring_scores(volume: Tensor, patch_size: int, sigma_vox: float) -> Tensor
     """
     batch, _, depth, height, width = volume.shape
     dtype = torch.promote_types(volume.dtype, torch.float32)
-    transfer = torch.ones((), device=volume.device, dtype=dtype)
-    for axis, size in enumerate((depth, height, width)):
-        frequencies = torch.fft.rfftfreq if axis == 2 else torch.fft.fftfreq
-        frequency = frequencies(size, device=volume.device, dtype=dtype)
-        gain = torch.exp(-2 * math.pi**2 * sigma_vox**2 * frequency.square())
-        transfer = transfer * gain.reshape([-1 if dim == axis else 1 for dim in range(3)])
-    spectrum = torch.view_as_real(torch.fft.rfftn(volume.to(dtype), dim=(2, 3, 4)))
-    low_passed = spectrum * transfer[..., None]
-    multiplicity = _half_spectrum_multiplicity(width, volume.device, dtype)
-    total = (low_passed.square() * multiplicity).sum(dim=(1, 2, 3, 4, 5))
+    sizes = (depth, height, width)
+    circulants = [_transfer_circulant(size, float(sigma_vox), volume.device, dtype) for size in sizes]
+    energy = _apply_circulants(volume.to(dtype), circulants).square().sum(dim=1)  # (B, D, H, W)
+    plane = energy.sum(dim=3)  # (B, D, H)
+    marginals = (plane.sum(dim=2), plane.sum(dim=1), energy.sum(dim=(1, 2)))  # w per axis, (B, size)
+    total = marginals[0].sum(dim=1).clamp_min(torch.finfo(dtype).tiny)
     phases = torch.arange(patch_size, device=volume.device, dtype=dtype)
     per_axis = []
-    harmonics = _next_frequency_products(low_passed, width)
-    for harmonic, size in zip(harmonics, (depth, height, width), strict=True):
-        centroid = torch.atan2(harmonic[:, 1], harmonic[:, 0]) * size / (2 * math.pi)  # (B,), voxels
-        resultant = torch.hypot(harmonic[:, 0], harmonic[:, 1]) / total.clamp_min(torch.finfo(dtype).tiny)
-        angle = 2 * math.pi * (phases - centroid[:, None] + patch_size / 2) / patch_size
-        per_axis.append(resultant[:, None] * torch.cos(angle))
+    for marginal, size in zip(marginals, sizes, strict=True):
+        angle = 2 * math.pi * torch.arange(size, device=volume.device, dtype=dtype) / size
+        real, imaginary = marginal @ torch.cos(angle), marginal @ torch.sin(angle)  # A, (B,) each
+        centroid = torch.atan2(imaginary, real) * size / (2 * math.pi)  # voxels
+        resultant = torch.hypot(real, imaginary) / total
+        per_axis.append(
+            resultant[:, None]
+            * torch.cos(2 * math.pi * (phases - centroid[:, None] + patch_size / 2) / patch_size)
+        )
     z, y, x = per_axis
     scores = z[:, :, None, None] + y[:, None, :, None] + x[:, None, None, :]
     return scores.reshape(batch, -1).to(volume.dtype)
