@@ -12,9 +12,10 @@ argmax selection; the training step is forward + backward of the whole encoder w
 Gumbel selection, without an optimizer step. The selector's share is the phase sampler alone (scoring,
 selection, roll; in training also its backward, fed the same upstream gradient shape the patch embedding
 sends) against the whole encoder in the same mode; the scorer's share is the scoring alone (scorer and
-standardisation, forward + backward from the scores) against the training step. FLOPs count matmuls, convolutions and attention (2 per
-multiply-add), not FFTs or elementwise work. On CUDA the bf16 matmul rate of the device is measured first
-and the training FLOP rate is reported as a share of it (model FLOPs utilisation, MFU).
+standardisation, forward + backward from the scores) against the training step. FLOPs count matmuls,
+convolutions and attention (2 per multiply-add), not FFTs or elementwise work. On CUDA the bf16 matmul
+rate of the device is measured first and the training FLOP rate is reported as a share of it (model FLOPs
+utilisation, MFU).
 """
 
 from __future__ import annotations
