@@ -22,6 +22,7 @@ from aptvit.models.vit import APTViT
 __all__ = [
     "CheckpointError",
     "checkpoint_record",
+    "datamodule_settings",
     "load_encoder",
     "has_pose_head",
     "load_pose_head",
@@ -47,6 +48,19 @@ def checkpoint_record(path: str | os.PathLike[str]) -> dict[str, Any]:
         ``{"encoder": {"name", "overrides"}, "box", "voxel_size_A", "class_ids", ...}``.
     """
     return dict(_read(Path(path))[_RECORD_KEY])
+
+
+def datamodule_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return the ``SubtomogramDataModule`` arguments of the run that wrote a checkpoint.
+
+    Lightning stores them as ``datamodule_hyper_parameters``; its own bookkeeping keys (``_...``) are
+    dropped, so ``SubtomogramDataModule(**settings)`` rebuilds the run's splits and views.
+    """
+    path = Path(path)
+    stored = _read(path).get("datamodule_hyper_parameters")
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{path}: the checkpoint stores no data-module settings")
+    return {key: value for key, value in stored.items() if not key.startswith("_")}
 
 
 def load_encoder(

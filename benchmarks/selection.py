@@ -1,12 +1,13 @@
 """How well trained phase selectors pick: clean/noisy pick agreement on the held-out split of their run.
 
 For each pre-training checkpoint (``python -m aptvit.fit``), rebuilds the run's data module from the
-hyper-parameters the checkpoint stores, and compares the phase that the trained encoder's sampler picks
-(argmax) for each validation query (noisy, at the run's ``val_snr``) with the pick for its clean view in
-the same pose (``key_unrotated``), after the same device-side finish as in training. The same is done for
-the untrained twin (the variant freshly initialised, seed 0). Prints one Markdown table: the share of equal
-picks (chance ``1 / p³``) and the mean toroidal distance between the two picks in voxels (independent
-uniform picks at ``p = 8``: ~3.9). The selector's cost is ``benchmarks/encoder.py``'s. Example::
+settings the checkpoint stores (``aptvit.checkpoint.datamodule_settings``), and compares the phase that
+the trained encoder's sampler picks (argmax) for each validation query (noisy, at the run's ``val_snr``)
+with the pick for its clean view in the same pose (``key_unrotated``), after the same device-side finish
+as in training. The same is done for the untrained twin (the variant freshly initialised, seed 0). Prints
+one Markdown table: the share of equal picks (chance ``1 / p³``) and the mean toroidal distance between
+the two picks in voxels (independent uniform picks at ``p = 8``: ~3.9). The selector's cost is
+``benchmarks/encoder.py``'s. Example::
 
     python -m aptvit.fit --config configs/pretrain_demo.yaml --trainer.default_root_dir runs/steerable ...
     .venv/bin/python benchmarks/selection.py runs/*/checkpoints/last.ckpt
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from aptvit.checkpoint import checkpoint_record, load_encoder, untrained_encoder
+from aptvit.checkpoint import checkpoint_record, datamodule_settings, load_encoder, untrained_encoder
 from aptvit.data import SubtomogramDataModule
 from aptvit.models.vit import APTViT
 
@@ -65,10 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for path in args.checkpoints:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        stored = checkpoint["datamodule_hyper_parameters"]
-        settings = {key: value for key, value in stored.items() if not key.startswith("_")}  # Lightning's
-        data = SubtomogramDataModule(**{**settings, "num_workers": 0})
+        data = SubtomogramDataModule(**{**datamodule_settings(path), "num_workers": 0})
         data.setup("validate")
         spec = checkpoint_record(path)["encoder"]
         overrides = spec.get("overrides", {})
@@ -76,8 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         if overrides.get("scorer_kwargs"):
             selector += f" ({overrides['scorer_kwargs']})"
         trained = load_encoder(path)
-        row = [pick_agreement(trained, data), pick_agreement(untrained_encoder(path), data)]
-        (agree, dist, items), (agree_0, dist_0, _) = row
+        agree, dist, items = pick_agreement(trained, data)
+        agree_0, dist_0, _ = pick_agreement(untrained_encoder(path), data)
         print(
             f"| {path} | {spec['name']} | {selector} | {items} | {1 / trained.patch_size**3:.1%} "
             f"| {agree:.1%} | {dist:.2f} | {agree_0:.1%} | {dist_0:.2f} |",

@@ -193,6 +193,7 @@ def _transform_outer_axis(matrix: Tensor, field: Tensor) -> Tensor:
 
 @functools.lru_cache(maxsize=32)
 def _lowpass_circulant(size: int, sigma_vox: float, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Return the circulant `(size, size)` of the periodised, unit-sum Gaussian (``lowpass_sigma_vox``)."""
     with torch.inference_mode(False):  # cached: must serve autograd even when first built for inference
         return _circular_gaussian(size, sigma_vox).to(device, dtype)
 
@@ -259,9 +260,8 @@ def component_power_spectra(
             volume,
             [_lowpass_circulant(size, sigma, volume.device, volume.dtype) for size in volume.shape[2:]],
         )
-    (along_z, _), (along_y, _), (along_x, _) = axes = [
-        _component_dft(size, p, volume.device, volume.dtype) for size in (depth, height, width)
-    ]
+    axes = [_component_dft(size, p, volume.device, volume.dtype) for size in (depth, height, width)]
+    (along_z, _), (along_y, _), (along_x, _) = axes
     # z first, over the coarse z index that leads each volume; then one copy moves the coarse y and x
     # indices ahead of the phases, and one product with kron(R_y, R_x) transforms both.
     along_z_coefficients = _transform_outer_axis(along_z, volume.reshape(batch * channels, -1))

@@ -13,7 +13,8 @@ import torch
 import yaml
 
 from aptvit import load_encoder
-from aptvit.checkpoint import CheckpointError, checkpoint_record
+from aptvit.checkpoint import CheckpointError, checkpoint_record, datamodule_settings
+from aptvit.data import SubtomogramDataModule
 from aptvit.fit import main as fit_main
 from aptvit.training import warmup_cosine_factor
 from cryoengine.config import load_config
@@ -85,6 +86,26 @@ def test_resume_from_a_checkpoint_repeats_the_uninterrupted_run(simulated_datase
     assert resumed.global_step == straight.global_step == 8
     for name, value in resumed.state_dict().items():
         assert torch.equal(value, reference[name]), name
+
+
+@pytest.mark.slow
+def test_datamodule_settings_rebuild_the_runs_validation_split(straight_run, simulated_dataset, tmp_path):
+    _, checkpoint = straight_run
+    settings = datamodule_settings(checkpoint)
+    assert not any(key.startswith("_") for key in settings)
+    rebuilt, original = SubtomogramDataModule(**settings), tiny_data(simulated_dataset)
+    for data in (rebuilt, original):
+        data.setup("validate")
+    batches = [next(iter(data.val_dataloader()[-1])) for data in (rebuilt, original)]
+    for key in ("query", "key"):
+        assert torch.equal(batches[0][key], batches[1][key]), key
+
+    plain = tmp_path / "plain.ckpt"
+    record = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    del record["datamodule_hyper_parameters"]
+    torch.save(record, plain)
+    with pytest.raises(CheckpointError, match="stores no data-module settings"):
+        datamodule_settings(plain)
 
 
 @pytest.mark.slow

@@ -303,6 +303,31 @@ def test_centring_picks_roll_a_blob_to_the_middle_of_a_patch():
         assert torch.equal(phase_offsets_zyx(4)[best][0], (torch.tensor(centre) - 2) % 4), centre
 
 
+def test_centring_scores_are_the_centroid_of_the_fourier_low_passed_energy():
+    # Independently: the low-pass as the Gaussian transfer function applied by FFT, the energy's circular
+    # centroid c and resultant R per axis, and the documented score sum_axes R cos(2π (k - c + p/2) / p).
+    torch.manual_seed(12)
+    volume = torch.randn(3, 2, 8, 12, 16, dtype=torch.float64)
+    sigma, p = 1.3, 4
+    transfer = torch.ones((), dtype=torch.float64)
+    for axis, size in enumerate(volume.shape[2:]):
+        gain = torch.exp(-2 * math.pi**2 * sigma**2 * torch.fft.fftfreq(size, dtype=torch.float64) ** 2)
+        transfer = transfer * gain.reshape([-1 if d == axis else 1 for d in range(3)])
+    energy = torch.fft.ifftn(torch.fft.fftn(volume, dim=(2, 3, 4)) * transfer, dim=(2, 3, 4)).real
+    energy = energy.square().sum(dim=1)  # (B, D, H, W)
+    phases = torch.arange(p, dtype=torch.float64)
+    expected = torch.zeros(3, p, p, p, dtype=torch.float64)
+    for axis, size in enumerate(energy.shape[1:]):
+        marginal = energy.sum(dim=[d for d in (1, 2, 3) if d != axis + 1])  # (B, size)
+        angle = 2 * math.pi * torch.arange(size, dtype=torch.float64) / size
+        harmonic = (marginal * torch.polar(torch.ones_like(angle), angle)).sum(dim=1)
+        centroid = torch.angle(harmonic) * size / (2 * math.pi)
+        resultant = harmonic.abs() / marginal.sum(dim=1)
+        score = resultant[:, None] * torch.cos(2 * math.pi * (phases - centroid[:, None] + p / 2) / p)
+        expected = expected + score.reshape([3] + [-1 if d == axis else 1 for d in range(3)])
+    torch.testing.assert_close(centring_scores(volume, p, sigma), expected.reshape(3, -1))
+
+
 def test_steerable_scorer_rejects_wrong_channels():
     with pytest.raises(ValueError):
         SteerableScorer(in_chans=1)(torch.zeros(2, 3, 4, 4, 4), 2)
